@@ -1,0 +1,113 @@
+"""Opening the label store: pragmas, migrations, integrity and transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from mdsdys.errors import StoreCorruptError
+from mdsdys.store.schema import migrations
+
+# Writers wait this long for the lock instead of failing with "database is locked".
+BUSY_TIMEOUT_MS = 15_000
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def utcnow() -> str:
+    """The current UTC time as ISO-8601 text, the store's timestamp format."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def open_db(path: Path | str) -> Database:
+    """Open (creating if needed) and migrate the store; the caller closes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        db = Database(conn, execute_plugins=False)
+        _set_pragmas(db)
+        _migrate_once(db, str(path.resolve()))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreCorruptError(
+            f"The label store {path} cannot be opened ({exc}). Restore it from a backup with "
+            "'mdsdys restore FILE', or move it aside to start a new one."
+        ) from exc
+    return db
+
+
+@contextlib.contextmanager
+def connect(path: Path | str) -> Iterator[Database]:
+    """A short-lived store connection, closed on exit; never share one across threads."""
+    db = open_db(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _set_pragmas(db: Database) -> None:
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no committed transaction's integrity
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode = WAL")
+
+
+def _migrate_once(db: Database, key: str) -> None:
+    """Apply pending migrations the first time this process opens a given file."""
+    if key in _migrated:
+        return
+    with _migrate_lock:
+        if key in _migrated:
+            return
+        db.execute("PRAGMA schema_version").fetchone()  # fails fast on a file that is not a database
+        if migrations.pending(db):
+            with write_transaction(db):
+                migrations.apply(db)
+        _migrated.add(key)
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """Run a multi-row write in one IMMEDIATE transaction (nested calls become savepoints).
+
+    IMMEDIATE takes the write lock up front, so a concurrent writer waits on busy_timeout
+    instead of failing mid-transaction with SQLITE_BUSY.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def check_integrity(path: Path | str) -> None:
+    """Raise StoreCorruptError when SQLite's quick_check finds damage in the store file."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise StoreCorruptError(
+            f"The label store {path} is damaged ({'; '.join(problems[:3])}). The app will not start on it: "
+            "restore the last backup with 'mdsdys restore FILE'."
+        )

@@ -1,0 +1,122 @@
+"""Patch images (content-addressed), nucleus masks and cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from mdsdys.errors import NotFoundError
+from mdsdys.store.db import utcnow
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image file exactly as stored: see mdsdys.images.DecodedImage."""
+
+    sha256: str
+    width: int
+    height: int
+    mime: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A nucleated cell: a box on a patch, with its nucleus mask when known."""
+
+    id: int
+    slide_id: int
+    patch_id: int
+    box: tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
+    source: str
+    nucleus_png: bytes | None
+
+
+def add_patch(db: Database, slide_id: int, image: StoredImage, name: str, kind: str = "field") -> tuple[int, bool]:
+    """Store an image once and attach it to a slide; returns (patch id, created)."""
+    db.execute(
+        "INSERT OR IGNORE INTO images (sha256, width, height, mime, data) VALUES (?, ?, ?, ?, ?)",
+        [image.sha256, image.width, image.height, image.mime, image.data],
+    )
+    row = db.execute(
+        "SELECT id FROM patches WHERE slide_id = ? AND image_sha256 = ?", [slide_id, image.sha256]
+    ).fetchone()
+    if row:
+        return row[0], False
+    cursor = db.execute(
+        "INSERT INTO patches (slide_id, image_sha256, name, kind, created_at) VALUES (?, ?, ?, ?, ?)",
+        [slide_id, image.sha256, name, kind, utcnow()],
+    )
+    return cursor.lastrowid, True
+
+
+def get_patch_image(db: Database, patch_id: int) -> StoredImage:
+    """The stored image of a patch; raises NotFoundError."""
+    row = db.execute(
+        "SELECT i.sha256, i.width, i.height, i.mime, i.data FROM patches p "
+        "JOIN images i ON i.sha256 = p.image_sha256 WHERE p.id = ?", [patch_id],
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"No patch with id {patch_id}.")
+    return StoredImage(*row)
+
+
+def list_patches(db: Database, slide_id: int, kind: str | None = "field") -> list[dict]:
+    """Patches of a slide with their sizes and mask counts, in import order."""
+    return list(db.query(
+        "SELECT p.id, p.name, p.kind, i.width, i.height, "
+        "(SELECT COUNT(*) FROM masks m WHERE m.patch_id = p.id) AS masks "
+        "FROM patches p JOIN images i ON i.sha256 = p.image_sha256 "
+        "WHERE p.slide_id = ? AND (? IS NULL OR p.kind = ?) ORDER BY p.id",
+        [slide_id, kind, kind],
+    ))
+
+
+def save_mask(db: Database, patch_id: int, annotator_id: int, source: str, png: bytes, nuclei: int) -> bool:
+    """Insert or replace an annotator's mask of a patch; returns True when it was new."""
+    existed = db.execute(
+        "SELECT 1 FROM masks WHERE patch_id = ? AND annotator_id = ?", [patch_id, annotator_id]
+    ).fetchone()
+    db.execute(
+        "INSERT INTO masks (patch_id, annotator_id, source, png, nuclei, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (patch_id, annotator_id) DO UPDATE SET source = excluded.source, png = excluded.png, "
+        "nuclei = excluded.nuclei, updated_at = excluded.updated_at",
+        [patch_id, annotator_id, source, png, nuclei, utcnow()],
+    )
+    return existed is None
+
+
+def get_masks(db: Database, patch_id: int) -> list[dict]:
+    """Every stored mask of a patch, newest first."""
+    return list(db.query(
+        "SELECT m.*, u.username FROM masks m JOIN users u ON u.id = m.annotator_id "
+        "WHERE m.patch_id = ? ORDER BY m.updated_at DESC", [patch_id],
+    ))
+
+
+def add_cell(db: Database, slide_id: int, patch_id: int, box: tuple[int, int, int, int], source: str,
+             nucleus_png: bytes | None = None, model_id: int | None = None) -> tuple[int, bool]:
+    """Insert a cell unless one with the same box exists on the patch; returns (cell id, created)."""
+    x, y, w, h = (int(v) for v in box)
+    row = db.execute(
+        "SELECT id FROM cells WHERE patch_id = ? AND x = ? AND y = ? AND w = ? AND h = ?", [patch_id, x, y, w, h]
+    ).fetchone()
+    if row:
+        return row[0], False
+    cursor = db.execute(
+        "INSERT INTO cells (slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, utcnow()],
+    )
+    return cursor.lastrowid, True
+
+
+def get_cell(db: Database, cell_id: int) -> Cell:
+    """One cell; raises NotFoundError."""
+    row = db.execute(
+        "SELECT id, slide_id, patch_id, x, y, w, h, source, nucleus_png FROM cells WHERE id = ?", [cell_id]
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"No cell with id {cell_id}.")
+    return Cell(row[0], row[1], row[2], (row[3], row[4], row[5], row[6]), row[7], row[8])

@@ -1,0 +1,87 @@
+"""Readers' labels of cells, with every earlier version kept.
+
+Blinding (issue 4) is enforced here: every function a reader's pages call takes the
+viewer and returns only that viewer's own reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from mdsdys.store.db import utcnow, write_transaction
+
+
+@dataclass(frozen=True)
+class Read:
+    """One reader's current label of one cell."""
+
+    id: int
+    cell_id: int
+    reader_id: int
+    code: str
+    tags: tuple[str, ...]
+    source: str
+    seconds: float | None
+    proposal_hidden: bool
+    created_at: str
+
+
+def _read(row: dict) -> Read:
+    return Read(row["id"], row["cell_id"], row["reader_id"], row["code"], tuple(json.loads(row["tags"])),
+                row["source"], row["seconds"], bool(row["proposal_hidden"]), row["created_at"])
+
+
+def put_read(db: Database, cell_id: int, reader_id: int, code: str, tags: Sequence[str] = (),
+             source: str = "reader", seconds: float | None = None, proposal_hidden: bool = False) -> Read | None:
+    """Make this the reader's current read of the cell; returns the read it replaced, if any.
+
+    Earlier versions stay in the table with is_current = 0.
+    """
+    with write_transaction(db):
+        previous = own_read(db, reader_id, cell_id)
+        if previous:
+            db.execute("UPDATE reads SET is_current = 0 WHERE id = ?", [previous.id])
+        db.execute(
+            "INSERT INTO reads (cell_id, reader_id, code, tags, source, seconds, proposal_hidden, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [cell_id, reader_id, code, json.dumps(list(tags)), source, seconds, int(proposal_hidden), utcnow()],
+        )
+    return previous
+
+
+def own_read(db: Database, reader_id: int, cell_id: int) -> Read | None:
+    """The viewer's own current read of a cell, or None. Never another reader's."""
+    rows = list(db.query(
+        "SELECT * FROM reads WHERE cell_id = ? AND reader_id = ? AND is_current = 1", [cell_id, reader_id]
+    ))
+    return _read(rows[0]) if rows else None
+
+
+def imported_read(db: Database, cell_id: int) -> Read | None:
+    """The label a cell came with from an import (from a labelled data set, not a reader)."""
+    rows = list(db.query(
+        "SELECT * FROM reads WHERE cell_id = ? AND source = 'imported' AND is_current = 1", [cell_id]
+    ))
+    return _read(rows[0]) if rows else None
+
+
+def read_history(db: Database, reader_id: int, cell_id: int) -> list[Read]:
+    """Every version of the viewer's own read of a cell, oldest first."""
+    rows = db.query("SELECT * FROM reads WHERE cell_id = ? AND reader_id = ? ORDER BY id", [cell_id, reader_id])
+    return [_read(r) for r in rows]
+
+
+def reader_progress(db: Database, reader_id: int) -> list[dict]:
+    """Per slide: cells, how many this reader has read, and how many remain."""
+    return list(db.query(
+        """
+        SELECT s.case_id AS slide, COUNT(c.id) AS cells, COUNT(r.id) AS reviewed, COUNT(c.id) - COUNT(r.id) AS remaining
+        FROM slides s JOIN cells c ON c.slide_id = s.id
+        LEFT JOIN reads r ON r.cell_id = c.id AND r.reader_id = ? AND r.is_current = 1
+        GROUP BY s.id ORDER BY s.case_id
+        """, [reader_id],
+    ))
