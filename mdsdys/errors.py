@@ -1,0 +1,41 @@
+"""The app's own exceptions: pages catch these and show their message with `st.error`."""
+
+
+class MdsdysError(Exception):
+    """Base class for every error the app shows to a user."""
+
+
+class BadImageError(MdsdysError):
+    """A file that cannot be used as an image; the message names the file and the reason."""
+
+
+class UnsafeArchiveError(MdsdysError):
+    """A zip upload that is corrupt, escapes its folder, or is too large or too full to unpack."""
+
+
+class UploadTooLargeError(MdsdysError):
+    """An upload larger than the app accepts."""
+
+
+class SchemeError(MdsdysError):
+    """A label scheme that is malformed or does not fit the slide or data."""
+
+
+class NotFoundError(MdsdysError):
+    """A slide, cell, user, scheme or model that does not exist."""
+
+
+class AuthError(MdsdysError):
+    """A login that failed: wrong name or password, or too many attempts."""
+
+
+class PermissionDeniedError(MdsdysError):
+    """The logged-in user's role does not allow this action."""
+
+
+class StoreCorruptError(MdsdysError):
+    """The label store file is damaged or is not a database."""
+
+
+class ImportProblemError(MdsdysError):
+    """An import that cannot start: a missing folder, or a layout the importer does not understand."""
