@@ -1,0 +1,103 @@
+"""Cells on patches: listing, detection results and model proposals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from mdsdys.store.db import utcnow, write_transaction
+from mdsdys.store.patches import Cell
+
+
+@dataclass(frozen=True)
+class DetectedCell:
+    """A cell found by the segmenter, ready to store."""
+
+    box: tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
+    nucleus_png: bytes              # (h, w) uint8 PNG inside the box, 255 = nucleus
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A model's per-class probabilities for one cell."""
+
+    cell_id: int
+    model_id: int
+    probs: Mapping[str, float]
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]:
+        """Classes by decreasing probability."""
+        return sorted(self.probs.items(), key=lambda kv: -kv[1])
+
+
+_CELL_COLUMNS = "c.id, c.slide_id, c.patch_id, c.x, c.y, c.w, c.h, c.source, c.nucleus_png"
+
+
+def _cell(row: Sequence) -> Cell:
+    return Cell(row[0], row[1], row[2], (row[3], row[4], row[5], row[6]), row[7], row[8])
+
+
+def list_cells(db: Database, slide_id: int, unread_only: bool = False) -> list[Cell]:
+    """Cells of a slide in order; with unread_only, only cells that no reader (nor an import) has labelled."""
+    unread = "AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.cell_id = c.id)" if unread_only else ""
+    rows = db.execute(f"SELECT {_CELL_COLUMNS} FROM cells c WHERE c.slide_id = ? {unread} ORDER BY c.id", [slide_id])
+    return [_cell(r) for r in rows.fetchall()]
+
+
+def replace_detected_cells(db: Database, patch_id: int, cells: Sequence[DetectedCell],
+                           model_id: int | None) -> tuple[int, int]:
+    """Swap a patch's unread detected cells for a new detection; returns (added, removed).
+
+    Cells that any reader has labelled are never removed or changed (issue 3); an unread cell
+    whose box the new detection finds again is kept as it is, so a re-run changes nothing.
+    """
+    with write_transaction(db):
+        slide_id = db.execute("SELECT slide_id FROM patches WHERE id = ?", [patch_id]).fetchone()[0]
+        wanted = {tuple(int(v) for v in cell.box) for cell in cells}
+        stale = [r[0] for r in db.execute(
+            "SELECT c.id, c.x, c.y, c.w, c.h FROM cells c WHERE c.patch_id = ? AND c.source = 'detected' "
+            "AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.cell_id = c.id) "
+            "AND NOT EXISTS (SELECT 1 FROM consensus k WHERE k.cell_id = c.id)", [patch_id]).fetchall()
+            if tuple(r[1:]) not in wanted]
+        for cell_id in stale:
+            db.execute("DELETE FROM proposals WHERE cell_id = ?", [cell_id])
+            db.execute("DELETE FROM cells WHERE id = ?", [cell_id])
+        added = 0
+        for x, y, w, h in sorted(wanted):
+            nucleus_png = next(c.nucleus_png for c in cells if tuple(int(v) for v in c.box) == (x, y, w, h))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO cells (slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?)",
+                [slide_id, patch_id, x, y, w, h, nucleus_png, model_id, utcnow()],
+            )
+            added += cursor.rowcount
+    return added, len(stale)
+
+
+def save_proposals(db: Database, model_id: int, probs_by_cell: Mapping[int, Mapping[str, float]]) -> int:
+    """Store (replacing) the current proposal of each cell: probabilities, top class and margin."""
+    now = utcnow()
+    rows = []
+    for cell_id, probs in probs_by_cell.items():
+        ranked = sorted(probs.values(), reverse=True)
+        margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
+        top = max(probs, key=probs.get)
+        rows.append((cell_id, model_id, json.dumps({k: round(float(v), 6) for k, v in probs.items()}), top,
+                     float(margin), now))
+    with write_transaction(db):
+        db.conn.executemany(
+            "INSERT INTO proposals (cell_id, model_id, probs, top_code, margin, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (cell_id) DO UPDATE SET model_id = excluded.model_id, probs = excluded.probs, "
+            "top_code = excluded.top_code, margin = excluded.margin, created_at = excluded.created_at", rows,
+        )
+    return len(rows)
+
+
+def get_proposal(db: Database, cell_id: int) -> Proposal | None:
+    """The current model proposal for a cell, or None."""
+    row = db.execute("SELECT cell_id, model_id, probs FROM proposals WHERE cell_id = ?", [cell_id]).fetchone()
+    return Proposal(row[0], row[1], json.loads(row[2])) if row else None
