@@ -10,8 +10,9 @@ from pathlib import Path
 
 from mdsdys.errors import SchemeError
 
-# Keys the Review page binds to actions; a class hotkey must not take one of them.
-ACTION_KEYS = frozenset({"a", "s", "u", "n", "p", "h"})
+# Keys the Review page binds to actions (accept, skip, undo, heatmap), plus "c" and "r",
+# which Streamlit reserves; a class hotkey must not take one of them.
+ACTION_KEYS = frozenset({"a", "s", "u", "h", "c", "r"})
 DIAGNOSTIC_LINEAGES = ("erythroid", "granulocytic", "megakaryocytic")
 _PALETTE = (
     "#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#2ca02c", "#bcbd22",
@@ -99,9 +100,10 @@ def validate_scheme(scheme: LabelScheme) -> LabelScheme:
     for label_class in scheme.classes:
         if not label_class.lineage.strip():
             raise SchemeError(f"Class {label_class.code!r} in scheme {scheme.name!r} has no lineage; add one.")
-        if len(label_class.hotkey) != 1 or label_class.hotkey in ACTION_KEYS:
+        key = label_class.hotkey
+        if len(key) != 1 or not key.isascii() or not key.isalnum() or key.lower() in ACTION_KEYS:
             raise SchemeError(
-                f"Hotkey {label_class.hotkey!r} of class {label_class.code!r} must be one character and not one "
+                f"Hotkey {key!r} of class {label_class.code!r} must be one letter or digit and not one "
                 f"of the Review page's action keys ({', '.join(sorted(ACTION_KEYS))})."
             )
     lineages = {c.lineage for c in scheme.classes}
@@ -179,7 +181,7 @@ _LINEAGE_HINTS = {
     "megakaryo": "megakaryocytic", "platelet": "megakaryocytic",
     "blast": "blast",
 }
-_HOTKEYS = "1234567890bcdefgijklmoqrtvwxy"
+_HOTKEYS = "1234567890bdefgijklmnopqtvwxyz"
 
 
 def scheme_from_folders(name: str, folder_names: Iterable[str]) -> LabelScheme:
