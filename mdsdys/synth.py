@@ -1,9 +1,10 @@
 """Seeded synthetic Giemsa-like bone-marrow smear patches, for the demo study and tests only.
 
 The images are cartoons: each of the eight classes of Lee et al. 2022 is drawn with its defining
-morphology, but nothing here is real marrow, and no result on these images says anything about
-performance on real smears. Sizes follow `nucleus_diameter`, the width in pixels of a typical normal
-nucleus. Stain is modelled as optical density (OD), so overlapping red cells darken as on a slide.
+morphology (in `synth_cells`), but nothing here is real marrow, and no result on these images says
+anything about performance on real smears. Sizes follow `nucleus_diameter`, the width in pixels of a
+typical normal nucleus. Stain is modelled as optical density (OD), so overlapping red cells darken as
+on a slide.
 
 Array conventions: `image` (H, W, 3) uint8 RGB; `mask` (H, W) uint8, 255 = nucleus of a nucleated
 cell, 0 = everything else (red cells included); `instances` (H, W) int32, 0 = background,
@@ -14,18 +15,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from types import MappingProxyType
-from typing import cast
 
 import numpy as np
 from scipy import ndimage
 
+from mdsdys.synth_cells import DRAWERS, Drawn, blob, grid, offset, to_od
+
 logger = logging.getLogger(__name__)
 _Rng = np.random.Generator
-RGB = tuple[float, float, float]  # transmittance of a full-thickness layer, 0-1 per channel
 
 CLASS_CODES: tuple[str, ...] = ("EN", "ED", "GN", "GD", "MN", "MD", "BL", "OT")
 # Paper Table 2 (n = 8,065 labelled cells), in percent.
@@ -43,11 +44,7 @@ _STUDY_NUCLEUS_DIAMETER = 24.0
 _MIN_SIZES = MappingProxyType({"nucleus_diameter": 4.0, "size": 16})  # below these nuclei vanish
 _ATTEMPTS = 80  # random tries to place one cell before dropping it
 _RBC_RADIUS = 0.52  # x nucleus_diameter: a red cell (~7.5 um) is about as wide as a normoblast nucleus
-_BACKGROUND, _RBC, _NUCLEOLUS = (0.96, 0.91, 0.93), (0.88, 0.57, 0.59), (0.66, 0.66, 0.86)
-_GRANULE: RGB = (0.76, 0.58, 0.78)
-_NUC_DENSE: RGB = (0.30, 0.17, 0.38)  # pyknotic erythroid / lymphoid chromatin
-_NUC_MYELOID: RGB = (0.40, 0.26, 0.52)
-_ERY_BLUE, _ERY_PINK = (0.60, 0.64, 0.86), (0.86, 0.68, 0.74)  # basophilic -> orthochromatic cytoplasm
+_BACKGROUND, _RBC = (0.96, 0.91, 0.93), (0.88, 0.57, 0.59)
 
 
 @dataclass(frozen=True)
@@ -77,256 +74,7 @@ class SynthSlide:
     patches: tuple[SynthPatch, ...]
 
 
-@dataclass(frozen=True)
-class _Look:
-    """Colours and texture of one cell."""
-
-    cyto: RGB
-    nuc: RGB
-    clump: float = 0.3  # chromatin contrast: high for clumped, low for a blast's fine chromatin
-    grain: float = 1.3  # chromatin texture scale, px
-    granules: float = 0.0  # granules per cytoplasm pixel
-    nucleoli: int = 0
-
-
-@dataclass(frozen=True)
-class _Drawn:
-    """One cell rendered on a local (S, S) canvas whose centre pixel is the cell centre."""
-
-    cyto_alpha: np.ndarray  # (S, S) float32, 0-1
-    cyto_od: np.ndarray  # (S, S, 3) float32
-    nuc_alpha: np.ndarray  # (S, S) float32, 0-1
-    nuc_od: np.ndarray  # (S, S, 3) float32
-    nucleus: np.ndarray  # (S, S) bool
-    radius: float  # px from the centre to the farthest pixel of the cell
-
-    @property
-    def half(self) -> int:
-        """Index of the centre pixel along each axis."""
-        return self.nucleus.shape[0] // 2
-
-
-_Placed = tuple[str, _Drawn, int, int]  # (code, cell, centre y, centre x) in the patch
-_GRANULAR = _Look((0.90, 0.80, 0.87), _NUC_MYELOID, 0.35, 1.3, granules=0.12)  # neutrophil lilac
-_HYPOGRANULAR = _Look((0.94, 0.89, 0.92), _NUC_MYELOID, 0.35, 1.3, granules=0.012)
-_MEGA = _Look((0.86, 0.75, 0.87), _NUC_MYELOID, 0.35, 1.4, granules=0.38)  # crowded azurophil granules
-
-
-def _od(rgb: RGB) -> np.ndarray:
-    """Optical density (3,) of a transmittance colour."""
-    return -np.log(np.asarray(rgb, dtype=np.float32))
-
-
-def _erythroid(rng: _Rng, nuc: RGB = _NUC_DENSE, clump: float = 0.3, grain: float = 1.2) -> _Look:
-    """Erythroid look, cytoplasm anywhere from basophilic blue to orthochromatic pink."""
-    t = rng.uniform()
-    return _Look(cast(RGB, tuple(float(b + (p - b) * t) for b, p in zip(_ERY_BLUE, _ERY_PINK))), nuc, clump, grain)
-
-
-def _grid(radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Local coordinates (S, 1) and (1, S) centred on 0, with a margin around radius."""
-    half = math.ceil(radius) + 3
-    ax = np.arange(-half, half + 1, dtype=np.float32)
-    return ax[:, None], ax[None, :]
-
-
-def _offset(rng: _Rng, dist: float) -> tuple[float, float]:
-    """A (y, x) displacement of length dist in a random direction."""
-    ang = rng.uniform(0, 2 * math.pi)
-    return dist * math.sin(ang), dist * math.cos(ang)
-
-
-def _blob(rng: _Rng, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float,
-          elong: float = 0.1, rough: float = 0.04) -> np.ndarray:
-    """Signed distance (px, negative inside) to a rotated, slightly wobbly ellipse."""
-    a, ang = 1.0 + rng.uniform(-elong, elong), rng.uniform(0.0, math.pi)
-    c, s = math.cos(ang), math.sin(ang)
-    u = ((xx - cx) * c + (yy - cy) * s) / a
-    v = (-(xx - cx) * s + (yy - cy) * c) * a
-    rho = np.hypot(u, v) + 1e-6
-    c1, s1 = u / rho, v / rho  # cos and sin of the polar angle; arctan2 + cos would be 2x slower
-    c2, s2 = c1 * c1 - s1 * s1, 2 * c1 * s1
-    c3, s3 = c1 * c2 - s1 * s2, s1 * c2 + c1 * s2
-    k2, k3 = rng.uniform(-rough, rough, 2)
-    p2, p3 = rng.uniform(0.0, 2 * math.pi, 2)
-    wobble = k2 * (c2 * math.cos(p2) - s2 * math.sin(p2)) + k3 * (c3 * math.cos(p3) - s3 * math.sin(p3))
-    return rho - r * (1 + wobble)
-
-
-def _capsule(yy: np.ndarray, xx: np.ndarray, p: np.ndarray, q: np.ndarray, r: float) -> np.ndarray:
-    """Signed distance to the segment p-q (each (y, x)) thickened by r: a chromatin strand."""
-    d = q - p
-    t = np.clip(((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
-    return np.hypot(yy - p[0] - t * d[0], xx - p[1] - t * d[1]) - r
-
-
-def _noise(rng: _Rng, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Smooth zero-mean, unit-std noise field."""
-    n = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
-    return n / (n.std() + 1e-6)
-
-
-def _arc(rng: _Rng, n: int, step: float, rho: float | None = None) -> np.ndarray:
-    """(n, 2) centres step px apart along a circle of radius rho; a closed ring when rho is None."""
-    rho = step / (2 * math.sin(math.pi / n)) if rho is None else rho
-    turn = 2 * math.asin(min(1.0, step / (2 * rho)))
-    ang = rng.uniform(0, 2 * math.pi) + (np.arange(n) - (n - 1) / 2) * turn
-    return rho * np.stack([np.sin(ang), np.cos(ang)], axis=1)
-
-
-def _lobes(rng: _Rng, yy: np.ndarray, xx: np.ndarray, centres: np.ndarray, r: float,
-           strand: float = 0.0, elong: float = 0.2) -> np.ndarray:
-    """Union of lobes at centres, consecutive ones joined by strands of radius strand if > 0."""
-    parts = [_blob(rng, yy, xx, cy, cx, r * rng.uniform(0.85, 1.1), elong, 0.05) for cy, cx in centres]
-    if strand > 0:
-        parts += [_capsule(yy, xx, p, q, strand) for p, q in pairwise(centres)]
-    return np.minimum.reduce(parts)
-
-
-def _granules(rng: _Rng, cyto_sd: np.ndarray, density: float) -> np.ndarray:
-    """(S, S, 3) OD of fine granules scattered over the cytoplasm."""
-    inside = np.flatnonzero(cyto_sd < -1)
-    dots = np.zeros(cyto_sd.size, np.float32)
-    np.add.at(dots, rng.choice(inside, int(density * inside.size)), 1.0)
-    return np.clip(ndimage.gaussian_filter(dots.reshape(cyto_sd.shape), 0.6) * 2.0, 0, 1)[..., None] * _od(_GRANULE)
-
-
-def _paint(rng: _Rng, cyto_sd: np.ndarray, nuc_sd: np.ndarray, look: _Look) -> _Drawn:
-    """Render cytoplasm and nucleus signed-distance fields (S, S) into textured OD layers."""
-    shape, half = nuc_sd.shape, nuc_sd.shape[0] // 2
-    cyto_od = _od(look.cyto) * (1 + 0.08 * _noise(rng, shape, 3.0))[..., None]  # (S, S, 3)
-    if look.granules > 0:
-        cyto_od = cyto_od + _granules(rng, cyto_sd, look.granules)
-    nuc_od = _od(look.nuc) * np.clip(1 + look.clump * _noise(rng, shape, look.grain), 0.35, None)[..., None]
-    core, yy, xx = np.flatnonzero(nuc_sd < -3), *_grid(half - 3)
-    for centre in rng.choice(core, min(look.nucleoli, core.size), replace=False):
-        cy, cx = np.unravel_index(centre, shape)
-        w = 0.85 * np.exp(-((yy + half - cy) ** 2 + (xx + half - cx) ** 2) / (2 * (0.14 * nuc_sd.min()) ** 2 + 1))
-        nuc_od = nuc_od * (1 - w[..., None]) + w[..., None] * _od(_NUCLEOLUS)
-    cyto_alpha, nucleus = np.clip(0.5 - cyto_sd / 1.5, 0, 1).astype(np.float32), nuc_sd <= 0
-    ys, xs = np.nonzero((cyto_alpha > 0.5) | nucleus)
-    radius = float(np.sqrt(((ys - half) ** 2 + (xs - half) ** 2).max()))
-    nuc_alpha = np.clip(0.5 - nuc_sd, 0, 1).astype(np.float32)
-    return _Drawn(cyto_alpha, cyto_od.astype(np.float32), nuc_alpha, nuc_od.astype(np.float32), nucleus, radius)
-
-
-def _cell(rng: _Rng, radius: float, look: _Look, nucleus: Callable[[np.ndarray, np.ndarray], np.ndarray],
-          rough: float = 0.04) -> _Drawn:
-    """Draw a round cell of this radius around a nucleus given as a signed-distance function."""
-    yy, xx = _grid(radius)
-    return _paint(rng, _blob(rng, yy, xx, 0.0, 0.0, radius, 0.08, rough), nucleus(yy, xx), look)
-
-
-def _round(rng: _Rng, rn: float, radius: float, look: _Look, shift: float = 0.4, elong: float = 0.08) -> _Drawn:
-    """A cell with one roundish nucleus of radius rn, off-centre by up to shift of the rim width."""
-    oy, ox = _offset(rng, (radius - rn) * rng.uniform(0, shift))
-    return _cell(rng, radius, look, lambda yy, xx: _blob(rng, yy, xx, oy, ox, rn, elong, 0.03))
-
-
-def _draw_en(rng: _Rng, d: float) -> _Drawn:
-    """Normoblast: small round dense nucleus, blue-to-pink cytoplasm rim."""
-    rn = d / 2 * rng.uniform(0.75, 0.92)
-    return _round(rng, rn, rn * rng.uniform(1.4, 1.75), _erythroid(rng))
-
-
-def _draw_ed(rng: _Rng, d: float) -> _Drawn:
-    """Dysplastic erythroid: nuclear budding, bi/multinuclearity or megaloblastic change."""
-    kind = rng.choice(["budding", "multinuclear", "megaloblastic"])
-    if kind == "megaloblastic":  # bigger cell and nucleus, open stippled chromatin
-        rn = d / 2 * rng.uniform(1.15, 1.4)
-        return _round(rng, rn, rn * rng.uniform(1.55, 1.85), _erythroid(rng, (0.44, 0.32, 0.56), 0.45, 0.8))
-    if kind == "budding":  # a small bud on a narrow neck
-        rn = d / 2 * rng.uniform(0.78, 0.92)
-        rb = rn * rng.uniform(0.3, 0.42)
-        bud = np.array(_offset(rng, rn + rb * rng.uniform(0.9, 1.4)))
-        radius = max(rn * rng.uniform(1.45, 1.75), rn + 2.6 * rb + 2)
-        return _cell(rng, radius, _erythroid(rng), lambda yy, xx: np.minimum.reduce([
-            _blob(rng, yy, xx, 0.0, 0.0, rn, 0.06, 0.02), _blob(rng, yy, xx, *bud, rb, 0.1, 0.02),
-            _capsule(yy, xx, np.zeros(2), bud, max(0.8, 0.45 * rb))]))
-    n = int(rng.choice([2, 2, 3, 4]))
-    r = d / 2 * rng.uniform(0.62, 0.75) * (1.0 if n == 2 else 0.85)
-    centres = _arc(rng, n, 2 * r + rng.uniform(0.08, 0.2) * d)
-    radius = float(np.hypot(*centres.T).max()) + r * rng.uniform(1.4, 1.8)
-    return _cell(rng, radius, _erythroid(rng), lambda yy, xx: _lobes(rng, yy, xx, centres, r, elong=0.06))
-
-
-def _segmented(rng: _Rng, d: float, radius: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Signed-distance function of a 3-4 lobed neutrophil nucleus, lobes on thin strands round a C."""
-    r = d * rng.uniform(0.21, 0.25)
-    rho = (0.78 * radius - r) * rng.uniform(0.8, 1.0)
-    centres = _arc(rng, int(rng.integers(3, 5)), 2 * r + d * rng.uniform(0.12, 0.2), rho)
-    return lambda yy, xx: _lobes(rng, yy, xx, centres, r, strand=max(0.8, 0.07 * d), elong=0.25)
-
-
-def _draw_gn(rng: _Rng, d: float) -> _Drawn:
-    """Segmented neutrophil: 3-4 lobes on thin strands, finely granular lilac cytoplasm."""
-    radius = d * rng.uniform(1.0, 1.2)
-    return _cell(rng, radius, _GRANULAR, _segmented(rng, d, radius))
-
-
-def _draw_gd(rng: _Rng, d: float) -> _Drawn:
-    """Dysplastic granulocyte: hyposegmented and/or hypogranular, sometimes giant."""
-    kind = rng.choice(["pince-nez", "non-segmented", "segmented"], p=[0.4, 0.3, 0.3])
-    look = _HYPOGRANULAR if kind == "segmented" or rng.uniform() < 0.5 else _GRANULAR
-    radius = d * rng.uniform(1.0, 1.2) * (1.35 if rng.uniform() < 0.25 else 1.0)
-    if kind == "segmented":
-        return _cell(rng, radius, look, _segmented(rng, d, radius))
-    if kind == "non-segmented":  # pseudo-Pelger-Huet: one dense oval or peanut nucleus
-        return _round(rng, d * rng.uniform(0.38, 0.46), radius, look, shift=0.3, elong=0.3)
-    r = d * rng.uniform(0.3, 0.36)  # bilobed pince-nez
-    centres = _arc(rng, 2, 2 * r + d * rng.uniform(0.15, 0.3))
-    return _cell(rng, radius, look, lambda yy, xx: _lobes(rng, yy, xx, centres, r, max(0.8, 0.07 * d), 0.1))
-
-
-def _draw_mn(rng: _Rng, d: float) -> _Drawn:
-    """Megakaryocyte: very large cell, one big lobulated nucleus, granular cytoplasm."""
-    radius, r = d * rng.uniform(2.4, 3.0), d * rng.uniform(0.45, 0.6)
-    n = int(rng.integers(6, 11))  # overlapping lobes curled into a lobulated mass
-    centres = _arc(rng, n, 1.2 * r, (0.68 * radius - r) * rng.uniform(0.5, 0.8)) + rng.normal(0, 0.25 * r, (n, 2))
-    return _cell(rng, radius, _MEGA, lambda yy, xx: _lobes(rng, yy, xx, centres, r), rough=0.06)
-
-
-def _draw_md(rng: _Rng, d: float) -> _Drawn:
-    """Dysplastic megakaryocyte: micromegakaryocyte, separated round nuclei, or hypolobation."""
-    kind = rng.choice(["micro", "multinuclear", "hypolobated"], p=[0.5, 0.3, 0.2])
-    if kind == "micro":
-        return _round(rng, d * rng.uniform(0.36, 0.48), d * rng.uniform(0.9, 1.2), _MEGA, shift=0.5)
-    if kind == "hypolobated":
-        return _round(rng, d * rng.uniform(0.6, 0.8), d * rng.uniform(1.8, 2.3), _MEGA, elong=0.2)
-    r = d * rng.uniform(0.3, 0.4)
-    centres = _arc(rng, int(rng.integers(3, 7)), 2 * r + d * rng.uniform(0.15, 0.4))
-    radius = float(np.hypot(*centres.T).max()) + r + d * rng.uniform(0.6, 1.0)
-    return _cell(rng, radius, _MEGA, lambda yy, xx: _lobes(rng, yy, xx, centres, r, elong=0.08), rough=0.06)
-
-
-def _draw_bl(rng: _Rng, d: float) -> _Drawn:
-    """Blast: large pale fine-chromatin nucleus, maybe nucleoli, thin basophilic rim (high N:C)."""
-    rn = d / 2 * rng.uniform(1.0, 1.2)
-    look = _Look((0.56, 0.66, 0.90), (0.58, 0.45, 0.72), 0.12, 0.8, nucleoli=int(rng.integers(0, 3)))
-    return _round(rng, rn, rn * rng.uniform(1.12, 1.3), look, shift=0.5, elong=0.12)
-
-
-def _draw_ot(rng: _Rng, d: float) -> _Drawn:
-    """Other: lymphocyte, monocyte (folded kidney nucleus) or plasma cell (eccentric nucleus)."""
-    kind = rng.choice(["lymphocyte", "monocyte", "plasma"], p=[0.55, 0.3, 0.15])
-    if kind == "lymphocyte":
-        rn = d / 2 * rng.uniform(0.8, 0.95)
-        return _round(rng, rn, rn * rng.uniform(1.08, 1.25), _Look((0.64, 0.76, 0.95), (0.24, 0.15, 0.34), 0.35))
-    if kind == "plasma":
-        look = _Look((0.45, 0.55, 0.85), (0.30, 0.20, 0.40), 0.45, 1.5)
-        return _round(rng, d / 2 * rng.uniform(0.7, 0.85), d * rng.uniform(0.85, 1.0), look, shift=1.0)
-    rn = d * rng.uniform(0.45, 0.55)
-    ny, nx = _offset(rng, rn * 1.05)
-    notch = rn * rng.uniform(0.45, 0.6)
-    look = _Look((0.76, 0.76, 0.86), (0.50, 0.40, 0.64), 0.2, 1.0, granules=0.02)
-    return _cell(rng, d * rng.uniform(1.1, 1.35), look, lambda yy, xx: np.maximum(
-        _blob(rng, yy, xx, 0.0, 0.0, rn, 0.2, 0.04), notch - np.hypot(yy - ny, xx - nx)))
-
-
-_DRAWERS: Mapping[str, Callable[[_Rng, float], _Drawn]] = MappingProxyType({
-    "EN": _draw_en, "ED": _draw_ed, "GN": _draw_gn, "GD": _draw_gd,
-    "MN": _draw_mn, "MD": _draw_md, "BL": _draw_bl, "OT": _draw_ot,
-})
+_Placed = tuple[str, Drawn, int, int]  # (code, cell, centre y, centre x) in the patch
 
 
 def _window(shape: tuple[int, ...], y0: int, x0: int, h: int, w: int) -> tuple[tuple[slice, slice], ...] | None:
@@ -337,14 +85,14 @@ def _window(shape: tuple[int, ...], y0: int, x0: int, h: int, w: int) -> tuple[t
     return (slice(gy0, gy1), slice(gx0, gx1)), (slice(gy0 - y0, gy1 - y0), slice(gx0 - x0, gx1 - x0))
 
 
-def _nuclei_meet(a: _Drawn, ay: int, ax: int, b: _Drawn, by: int, bx: int, grow: bool = False) -> bool:
+def _nuclei_meet(a: Drawn, ay: int, ax: int, b: Drawn, by: int, bx: int, grow: bool = False) -> bool:
     """Whether nucleus a centred at (ay, ax), 4-dilated if grow, shares a pixel with nucleus b."""
     na = ndimage.binary_dilation(a.nucleus) if grow else a.nucleus
     win = _window(na.shape, ay - a.half - (by - b.half), ax - a.half - (bx - b.half), *b.nucleus.shape)
     return win is not None and bool((na[win[1]] & b.nucleus[win[0]]).any())
 
 
-def _fits(cell: _Drawn, cy: int, cx: int, placed: list[_Placed], h: int, w: int, skip: int = -1) -> bool:
+def _fits(cell: Drawn, cy: int, cx: int, placed: list[_Placed], h: int, w: int, skip: int = -1) -> bool:
     """Whether the cell's disc clears every placed cell but skip, with most of its nucleus in view."""
     if any(math.hypot(cy - py, cx - px) < cell.radius + p.radius + 2
            for k, (_, p, py, px) in enumerate(placed) if k != skip):
@@ -354,7 +102,7 @@ def _fits(cell: _Drawn, cy: int, cx: int, placed: list[_Placed], h: int, w: int,
     return ys.size > 0 and float(np.mean((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w))) >= 0.6
 
 
-def _free_spot(rng: _Rng, cell: _Drawn, placed: list[_Placed], h: int, w: int) -> tuple[int, int] | None:
+def _free_spot(rng: _Rng, cell: Drawn, placed: list[_Placed], h: int, w: int) -> tuple[int, int] | None:
     """A random centre where the cell overlaps no placed cell, or None."""
     my, mx = min(0.6 * cell.radius, h / 2), min(0.6 * cell.radius, w / 2)
     for _ in range(_ATTEMPTS):
@@ -364,12 +112,12 @@ def _free_spot(rng: _Rng, cell: _Drawn, placed: list[_Placed], h: int, w: int) -
     return None
 
 
-def _touching_spot(rng: _Rng, cell: _Drawn, placed: list[_Placed], h: int, w: int) -> tuple[int, int] | None:
+def _touching_spot(rng: _Rng, cell: Drawn, placed: list[_Placed], h: int, w: int) -> tuple[int, int] | None:
     """A centre where the cell's nucleus 4-touches, but does not overlap, a placed cell's nucleus."""
     j = int(rng.integers(len(placed)))
     _, other, oy, ox = placed[j]
     for _ in range(8):  # slide in from a random side until the nuclei would overlap, then back off
-        dy, dx = _offset(rng, 1.0)
+        dy, dx = offset(rng, 1.0)
         last = None
         for dist in np.arange(cell.radius + other.radius, 0, -0.5):
             if _nuclei_meet(other, oy, ox, cell, round(oy + dist * dy), round(ox + dist * dx)):
@@ -384,7 +132,7 @@ def _touching_spot(rng: _Rng, cell: _Drawn, placed: list[_Placed], h: int, w: in
     return None
 
 
-def _place(rng: _Rng, drawn: list[tuple[str, _Drawn]], h: int, w: int, allow_touching: bool) -> list[_Placed]:
+def _place(rng: _Rng, drawn: list[tuple[str, Drawn]], h: int, w: int, allow_touching: bool) -> list[_Placed]:
     """Centres for the cells, largest first; with allow_touching every other cell tries to touch one."""
     placed: list[_Placed] = []
     for k, (code, cell) in enumerate(sorted(drawn, key=lambda item: -item[1].radius)):
@@ -400,9 +148,10 @@ def _place(rng: _Rng, drawn: list[tuple[str, _Drawn]], h: int, w: int, allow_tou
 def _rbc(rng: _Rng, d: float) -> np.ndarray:
     """(S, S, 3) OD of one anucleate red cell: a disc, thinner in the middle (central pallor)."""
     r = _RBC_RADIUS * d * rng.uniform(0.88, 1.12)
-    yy, xx = _grid(r)
-    thick = np.clip(0.5 - _blob(rng, yy, xx, 0.0, 0.0, r, 0.12, 0.02) / 1.2, 0, 1)
-    return (thick * (1 - rng.uniform(0.4, 0.6) * np.exp(-((np.hypot(yy, xx) / (0.5 * r)) ** 2))))[..., None] * _od(_RBC)
+    yy, xx = grid(r)
+    thick = np.clip(0.5 - blob(rng, yy, xx, 0.0, 0.0, r, 0.12, 0.02) / 1.2, 0, 1)
+    pallor = 1 - rng.uniform(0.4, 0.6) * np.exp(-((np.hypot(yy, xx) / (0.5 * r)) ** 2))  # (S, S)
+    return (thick * pallor)[..., None] * to_od(_RBC)
 
 
 def _draw_rbcs(rng: _Rng, od: np.ndarray, n: int, d: float) -> None:
@@ -431,7 +180,7 @@ def _to_rgb(rng: _Rng, od: np.ndarray) -> np.ndarray:
     od = ndimage.gaussian_filter(od * rng.uniform(0.92, 1.08, 3).astype(np.float32), (0.6, 0.6, 0))
     yy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
     xx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
-    ty, tx = _offset(rng, rng.uniform(0.02, 0.07))
+    ty, tx = offset(rng, rng.uniform(0.02, 0.07))
     light = 1.0 + ty * yy + tx * xx - 0.12 * (yy**2 + xx**2)  # (H, W) tilt plus vignette
     rgb = np.exp(-od) * light[..., None] + 0.012 * rng.standard_normal(od.shape, dtype=np.float32)
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -453,7 +202,7 @@ def _annotate(placed: list[_Placed], h: int, w: int) -> tuple[np.ndarray, tuple[
 
 def _render(rng: _Rng, h: int, w: int, placed: list[_Placed], n_rbc: int, d: float) -> SynthPatch:
     """Paint background, red cells, then all cytoplasm, then all nuclei, so nuclei stay on top."""
-    od = np.broadcast_to(_od(_BACKGROUND), (h, w, 3)).copy()
+    od = np.broadcast_to(to_od(_BACKGROUND), (h, w, 3)).copy()
     _draw_rbcs(rng, od, n_rbc, d)
     for _, cell, cy, cx in placed:
         _blend(od, cell.cyto_alpha, cell.cyto_od, cy, cx)
@@ -474,7 +223,7 @@ def _check_positive(**sizes: float) -> None:
 
 def _check_code(code: str) -> None:
     """Raise ValueError for a class code outside CLASS_CODES."""
-    if code not in _DRAWERS:
+    if code not in DRAWERS:
         raise ValueError(f"Unknown class code {code!r}; use one of {', '.join(CLASS_CODES)}.")
 
 
@@ -510,7 +259,7 @@ def _quota(rng: _Rng, weights: Mapping[str, float], n: int) -> list[str]:
 def _patch_of(rng: _Rng, h: int, w: int, codes: list[str], d: float, n_rbc: int | None,
               allow_touching: bool) -> SynthPatch:
     """Draw, place and render these cells plus red cells (30-55% cover unless n_rbc is given)."""
-    placed = _place(rng, [(code, _DRAWERS[code](rng, d)) for code in codes], h, w, allow_touching)
+    placed = _place(rng, [(code, DRAWERS[code](rng, d)) for code in codes], h, w, allow_touching)
     if n_rbc is None:
         n_rbc = int(rng.uniform(0.3, 0.55) * h * w / (math.pi * (_RBC_RADIUS * d) ** 2))
     return _render(rng, h, w, placed, n_rbc, d)
@@ -535,12 +284,12 @@ def generate_cell(rng: _Rng, code: str, size: int = 96,
     _check_code(code)
     _check_positive(size=size, nucleus_diameter=nucleus_diameter)
     d = float(nucleus_diameter)
-    cell = _DRAWERS[code](rng, d)
+    cell = DRAWERS[code](rng, d)
     for _ in range(20):  # megakaryocytes can outgrow the image: redraw them smaller
         if cell.radius <= size / 2 - 2 or d <= _MIN_SIZES["nucleus_diameter"]:
             break
         d = max(_MIN_SIZES["nucleus_diameter"], d * 0.95 * (size / 2 - 2) / cell.radius)
-        cell = _DRAWERS[code](rng, d)
+        cell = DRAWERS[code](rng, d)
     n_rbc = int(0.25 * size**2 / (math.pi * (_RBC_RADIUS * d) ** 2))
     patch = _render(rng, size, size, [(code, cell, size // 2, size // 2)], n_rbc, d)
     return patch.image, patch.mask

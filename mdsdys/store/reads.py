@@ -85,3 +85,8 @@ def reader_progress(db: Database, reader_id: int) -> list[dict]:
         GROUP BY s.id ORDER BY s.case_id
         """, [reader_id],
     ))
+
+
+def retire_read(db: Database, read_id: int) -> None:
+    """Mark a read as no longer current (the row is kept as history)."""
+    db.execute("UPDATE reads SET is_current = 0 WHERE id = ?", [read_id])
