@@ -1,16 +1,90 @@
-"""Consensus page: settle the cells on which two readers disagree."""
+"""Consensus page: settle the cells on which two readers disagree, from the keyboard."""
 
 import streamlit as st
 
-from mdsdys import ui
-from mdsdys.store.stats import store_counts
+from mdsdys import consensus, review, ui
+from mdsdys.errors import MdsdysError
+from mdsdys.store.slides import list_slides
 
 ui.page_setup("Consensus")
 st.title("Consensus")
-user = ui.require_login("adjudicator")
+user = ui.require_login()
 
+QUEUE_LABELS = {
+    "disagree_class": "Readers disagree on the class",
+    "disagree_dysplastic": "Readers disagree on dysplastic yes/no",
+    "agree_not_model": "Readers agree, but not with the model",
+}
 with ui.store() as db:
-    counts = store_counts(db)
-st.metric("Consensus decisions so far", counts["consensus"])
-st.info("Nothing to settle yet: disagreements appear here once two readers have read the same cells "
-        "(consensus workflow: issue #5).")
+    if not consensus.may_settle(db, user):
+        st.error(f"{user.username} is a {user.role}; consensus is for adjudicators (an admin can open it to readers).")
+        st.stop()
+    slides = list_slides(db)
+
+with st.sidebar:
+    slide = st.selectbox("Slide", [None, *slides], format_func=lambda s: "All slides" if s is None else s.case_id,
+                         key="consensus_slide")
+    queue = st.radio("Queue", list(QUEUE_LABELS), format_func=QUEUE_LABELS.get, key="consensus_queue")
+
+skipped = st.session_state.setdefault("consensus_skipped", [])
+with ui.store() as db:
+    items = consensus.consensus_queue(db, user, queue, slide.id if slide else None)
+waiting = [item for item in items if item.cell_id not in skipped]
+st.caption(f"{len(items)} cells in this queue" + (f", {len(items) - len(waiting)} skipped" if skipped else ""))
+if not waiting:
+    st.success("Nothing to settle in this queue. Cells arrive here once two readers have read them and differ.")
+    if skipped:
+        st.button("Show skipped cells again", key="consensus_unskip", on_click=skipped.clear)
+    st.stop()
+
+item = waiting[0]
+try:
+    with ui.store() as db:
+        view = review.load_cell_view(db, user, item.cell_id)
+        reads = consensus.unblinded_reads(db, user, item.cell_id)
+except MdsdysError as exc:
+    ui.show_error(exc)
+    st.stop()
+
+if message := st.session_state.pop("consensus_message", None):
+    st.success(message)
+if error := st.session_state.pop("consensus_error", None):
+    st.error(error)
+
+crop_col, context_col, info_col = st.columns(3)
+crop_col.image(view.crop, width=240)
+crop_col.caption(f"Cell {view.cell.id} · slide {view.slide}")
+context_col.image(view.context, width=320)
+with info_col:
+    for read in reads:
+        st.write(f"**{read.reader}**: {read.code} ({view.scheme.get(read.code).name})"
+                 + (f" · {', '.join(read.tags)}" if read.tags else ""))
+    if view.proposal:
+        st.write("**Model**")
+        for code, p in view.proposal.ranked[:3]:
+            st.progress(p, text=f"{code}: {p:.0%}")
+
+reason = st.radio("Reason", list(consensus.REASON_CODES), format_func=consensus.REASON_CODES.get,
+                  index=2, horizontal=True, key="consensus_reason")
+reason_text = st.text_input("Why (needed for 'other')", key="consensus_reason_text")
+features = sorted({f for c in view.scheme.classes for f in view.scheme.features_for(c.code)})
+tags = st.multiselect("Dysplasia features", features, key=f"consensus_tags_{item.cell_id}")
+
+
+def _decide(code: str) -> None:
+    try:
+        with ui.store() as db:
+            consensus.decide(db, user, item.cell_id, code, review.tags_for_code(view.scheme, code, tags),
+                             reason, reason_text)
+        st.session_state["consensus_message"] = f"Cell {item.cell_id} settled as {code}."
+    except MdsdysError as exc:
+        st.session_state["consensus_error"] = f"Not saved: {exc}"
+
+
+st.write("**Final class** (press its key)")
+columns = st.columns(len(view.scheme.classes))
+for column, label_class in zip(columns, view.scheme.classes, strict=True):
+    column.button(f"{label_class.code} [{label_class.hotkey}]", key=f"consensus_class_{label_class.code}",
+                  help=label_class.name, shortcut=label_class.hotkey.upper(), width="stretch",
+                  on_click=_decide, args=(label_class.code,))
+st.button("Skip [S]", key="consensus_skip", shortcut="S", on_click=skipped.append, args=(item.cell_id,))
