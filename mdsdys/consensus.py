@@ -51,11 +51,16 @@ class QueueItem:
     proposed: str | None
 
 
+def readers_may_settle(db: Database) -> bool:
+    """Whether the admin has opened the Consensus page to readers."""
+    return get_setting(db, READERS_MAY_SETTLE) == "1"
+
+
 def may_settle(db: Database, user: User | None) -> bool:
     """Adjudicators and admins may settle; readers too when the admin allows it."""
     if user is None:
         return False
-    return user.role in ("adjudicator", "admin") or get_setting(db, READERS_MAY_SETTLE) == "1"
+    return user.role in ("adjudicator", "admin") or readers_may_settle(db)
 
 
 def require_settler(db: Database, user: User | None) -> User:

@@ -3,10 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import admin, auth, ui
+from mdsdys import admin, auth, consensus, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.schemes import parse_scheme_bytes
 from mdsdys.store.slides import list_scheme_names
+from mdsdys.store.audit import audit_actions
 from mdsdys.store.users import ROLES, list_users
 
 ui.page_setup("Admin")
@@ -60,3 +61,34 @@ if upload is not None and st.button("Load scheme", key="scheme_load"):
         st.success("Scheme loaded.")
     except MdsdysError as exc:
         ui.show_error(exc)
+
+st.subheader("Who may settle disagreements")
+with ui.store() as db:
+    readers_may = consensus.readers_may_settle(db)
+allow = st.toggle("Readers may use the Consensus page for cells they have read", value=readers_may,
+                  key="admin_readers_settle")
+if allow != readers_may:
+    with ui.store() as db:
+        consensus.set_readers_may_settle(db, user, allow)
+    st.rerun()
+
+st.subheader("Audit log")
+with ui.store() as db:
+    actions = audit_actions(db)
+filters = st.columns(3)
+action = filters[0].selectbox("Action", ["(all)", *actions], key="audit_action")
+who = filters[1].text_input("User name", key="audit_user")
+since = filters[2].date_input("Since", value=None, key="audit_since")
+with ui.store() as db:
+    rows = admin.audit_rows(db, user, None if action == "(all)" else action, who.strip() or None,
+                            since.isoformat() if since else None)
+st.dataframe(pd.DataFrame(rows, columns=admin.AUDIT_COLUMNS), hide_index=True, key="audit_table")
+
+
+def _log_audit_export() -> None:
+    with ui.store() as db:
+        admin.record_export(db, user, "audit_csv", {"rows": len(rows), "action": action, "user": who})
+
+
+st.download_button("Download as CSV", admin.audit_csv(rows), file_name="mdsdys-audit.csv", mime="text/csv",
+                   key="audit_download", on_click=_log_audit_export)

@@ -107,3 +107,29 @@ def test_adjudicator_settles_from_the_keyboard_in_apptest(db, readers, home):
     final = {c.cell_id: c.label for c in final_labels(db, "mds8")}
     assert final[cells[1]].code == "GN" and final[cells[1]].source == "consensus"
     assert any(f"Cell {cells[2]}" in c.value for c in at.caption)
+
+
+def test_audit_rows_cover_each_kind_of_action_so_far(db, readers):
+    _, cells, ann, _, judge = readers
+    admin = auth.create_user(db, "boss", "password-x", "admin")
+    auth.authenticate(db, "ann", "password-a")
+    with pytest.raises(MdsdysError):
+        auth.authenticate(db, "ann", "wrong-password")
+    review.record_read(db, ann, cells[0], "GN")
+    consensus.decide(db, judge, cells[1], "GN", [], "reader_error")
+    auth.change_role(db, admin, ann.id, "adjudicator")
+    actions = {row["action"] for row in list_audit(db)}
+    assert {"user_create", "login", "login_failed", "read", "read_change", "consensus", "user_role"} <= actions
+
+
+def test_admin_audit_view_filters_and_exports_csv(db, readers):
+    from mdsdys import admin as admin_actions
+    _, cells, ann, _, judge = readers
+    boss = auth.create_user(db, "boss", "password-x", "admin")
+    rows = admin_actions.audit_rows(db, boss, action="read", username="ann")
+    assert rows and all(r["action"] == "read" and r["username"] == "ann" for r in rows)
+    text = admin_actions.audit_csv(rows).decode()
+    assert text.splitlines()[0].startswith("id,at,username,action")
+    assert len(text.splitlines()) == len(rows) + 1
+    with pytest.raises(PermissionDeniedError):
+        admin_actions.audit_rows(db, judge)

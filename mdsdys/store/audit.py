@@ -51,3 +51,8 @@ def count_recent_failed_logins(db: Database, username: str, since: str) -> int:
         [username, since],
     ).fetchone()
     return int(row[0])
+
+
+def audit_actions(db: Database) -> list[str]:
+    """The distinct action names in the audit log."""
+    return [r[0] for r in db.execute("SELECT DISTINCT action FROM audit ORDER BY action").fetchall()]
