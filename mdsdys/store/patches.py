@@ -120,3 +120,13 @@ def get_cell(db: Database, cell_id: int) -> Cell:
     if row is None:
         raise NotFoundError(f"No cell with id {cell_id}.")
     return Cell(row[0], row[1], row[2], (row[3], row[4], row[5], row[6]), row[7], row[8])
+
+
+def annotation_queue(db: Database) -> list[dict]:
+    """Fields in annotation order: those without any mask first, then the rest, oldest first."""
+    return list(db.query(
+        "SELECT p.id, p.name, s.case_id AS slide, i.width, i.height, "
+        "(SELECT COUNT(*) FROM masks m WHERE m.patch_id = p.id) AS masks "
+        "FROM patches p JOIN slides s ON s.id = p.slide_id JOIN images i ON i.sha256 = p.image_sha256 "
+        "WHERE p.kind = 'field' ORDER BY masks > 0, p.id"
+    ))

@@ -1,0 +1,83 @@
+"""Annotation: canvas strokes become masks of the field's exact size."""
+
+import numpy as np
+import pytest
+
+from conftest import image_bytes
+from mdsdys import annotate, auth, ingest
+from mdsdys.store.audit import list_audit
+from mdsdys.store.patches import annotation_queue, get_masks
+from mdsdys.images import read_rgb
+
+
+def _field(db, width=300, height=200):
+    files = [ingest.SourceFile("f.png", lambda: image_bytes(1, size=(width, height)))]
+    ingest.import_patches(db, "S1", files)
+    return annotation_queue(db)[0]
+
+
+def test_views_tile_the_field_exactly():
+    views = annotate.plan_views(1300, 700, max_side=512)
+    assert len(views) == 6
+    covered = np.zeros((700, 1300), int)
+    for v in views:
+        assert v.w <= 512 and v.h <= 512
+        covered[v.y:v.y + v.h, v.x:v.x + v.w] += 1
+    assert (covered == 1).all()
+
+
+def test_a_stroke_on_a_scaled_canvas_lands_at_the_right_field_pixels():
+    view = annotate.View(100, 50, 200, 100)
+    canvas_w, canvas_h = annotate.canvas_size(view, max_canvas=600)
+    assert (canvas_w, canvas_h) == (600, 300)
+    strokes = np.zeros((canvas_h, canvas_w, 4), np.uint8)
+    strokes[30:60, 90:150] = (*annotate.NUCLEUS_RGBA[:3], 110)      # canvas px → field px / 3
+    add, erase = annotate.strokes_to_masks(strokes, view)
+    assert add.shape == (100, 200) and not erase.any()
+    merged = annotate.merge_view(np.zeros((400, 500), np.uint8), view, add, erase)
+    ys, xs = np.nonzero(merged)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (60, 69, 130, 149)
+
+
+def test_the_eraser_removes_mask_pixels():
+    view = annotate.View(0, 0, 10, 10)
+    base = np.full((10, 10), 255, np.uint8)
+    strokes = np.zeros((10, 10, 4), np.uint8)
+    strokes[:, :5] = (*annotate.ERASE_RGB, 255)
+    add, erase = annotate.strokes_to_masks(strokes, view)
+    merged = annotate.merge_view(base, view, add, erase)
+    assert (merged[:, :5] == 0).all() and (merged[:, 5:] == 255).all()
+
+
+def test_a_drawn_mask_is_saved_at_the_fields_size_and_audited(db):
+    field = _field(db)
+    ann = auth.create_user(db, "ann", "password-a", "reader")
+    view = annotate.plan_views(field["width"], field["height"])[0]
+    canvas_w, canvas_h = annotate.canvas_size(view)
+    strokes = np.zeros((canvas_h, canvas_w, 4), np.uint8)
+    strokes[10:40, 10:40] = (255, 0, 255, 110)
+    strokes[100:130, 200:240] = (255, 0, 255, 110)
+    mask = annotate.merge_view(np.zeros((200, 300), np.uint8), view, *annotate.strokes_to_masks(strokes, view))
+    assert annotate.save_annotation(db, ann, field["id"], mask) == 2
+    stored = read_rgb(get_masks(db, field["id"])[0]["png"])[..., 0]
+    assert stored.shape == (200, 300) and (stored > 0).sum() == (mask > 0).sum()
+    assert list_audit(db, action="mask_save")[0]["username"] == "ann"
+
+
+def test_an_empty_mask_or_a_wrong_size_is_refused(db):
+    field = _field(db)
+    ann = auth.create_user(db, "ann", "password-a", "reader")
+    with pytest.raises(annotate.MaskError, match="empty"):
+        annotate.save_annotation(db, ann, field["id"], np.zeros((200, 300), np.uint8))
+    with pytest.raises(annotate.MaskError, match="field is 300x200"):
+        annotate.save_annotation(db, ann, field["id"], np.full((10, 10), 255, np.uint8))
+    assert get_masks(db, field["id"]) == []
+
+
+def test_fields_without_masks_come_first_in_the_queue(db):
+    files = [ingest.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(3)]
+    ingest.import_patches(db, "S1", files)
+    ann = auth.create_user(db, "ann", "password-a", "reader")
+    first = annotation_queue(db)[0]
+    annotate.save_annotation(db, ann, first["id"], np.full((40, 48), 255, np.uint8))
+    assert [f["masks"] for f in annotation_queue(db)] == [0, 0, 1]
