@@ -23,6 +23,15 @@ if not slides:
             "cells found by the segmenter appear here once it has run.")
     st.stop()
 
+requested = st.query_params.get("cell")
+if requested and requested.isdigit() and st.session_state.get("review_opened") != requested:
+    # Opened from the Dashboard: show that cell first (the viewer still sees only their own read).
+    st.session_state["review_opened"] = requested
+    with ui.store() as db:
+        opened = review.load_cell_view(db, user, int(requested), show_proposal=False)
+    st.session_state["review_slide"] = next((s for s in slides if s.id == opened.cell.slide_id), slides[0])
+    st.session_state["review_open_cell"] = opened.cell.id
+
 with st.sidebar:
     slide = st.selectbox("Slide", slides, format_func=lambda s: s.case_id, key="review_slide")
     mode = st.radio("Queue", ["Most uncertain first", "Slide order", "Gallery"], key="review_mode")
@@ -33,6 +42,8 @@ with st.sidebar:
 cursor_key = f"review_cursor_{slide.id}_{mode}"
 cursor: review.ReviewCursor = st.session_state.setdefault(cursor_key, review.ReviewCursor([]))
 queue_mode = "uncertain" if mode.startswith("Most") else "slide"
+if (opened_cell := st.session_state.pop("review_open_cell", None)) is not None:
+    cursor.show(opened_cell)
 
 
 def _advance() -> None:

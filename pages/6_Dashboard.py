@@ -1,19 +1,82 @@
-"""Dashboard page: one row per slide."""
+"""Dashboard page: the WHO numbers per slide, slide detail, model performance and exports."""
 
 import pandas as pd
 import streamlit as st
 
-from mdsdys import ui
-from mdsdys.store.stats import slide_overview
+from mdsdys import charts, dashboard, review, ui
+from mdsdys.errors import MdsdysError
+from mdsdys.store.patches import list_patches
+from mdsdys.store.slides import load_scheme
 
 ui.page_setup("Dashboard")
 st.title("Slide dashboard")
 user = ui.require_login()
 
-with ui.store() as db:
-    slides = slide_overview(db)
-if not slides:
+SOURCE_LABELS = {"final": "Final labels (consensus > agreed > single read > model)",
+                 "human": "Human labels only", "model": "Model only"}
+sources = dashboard.allowed_sources(user)
+source = st.radio("Label source", sources, format_func=SOURCE_LABELS.get, horizontal=True, key="dash_source")
+if len(sources) == 1:
+    st.caption("Readers see the model's numbers only: final labels include other readers' reads, "
+               "which stay blind until consensus.")
+compare = st.toggle("Show the difference from 'model only'", key="dash_compare") if source != "model" else False
+
+try:
+    with ui.store() as db:
+        summaries = dashboard.dashboard(db, user, source)
+        baseline = dashboard.dashboard(db, user, "model") if compare else None
+except MdsdysError as exc:
+    ui.show_error(exc)
+    st.stop()
+if not summaries:
     st.info("No slides yet. Import fields or labelled cells on the Import page (or run `mdsdys demo`).")
     st.stop()
-st.dataframe(pd.DataFrame(slides).drop(columns=["id"]), hide_index=True, key="dashboard_slides")
-st.caption("Dysplasia %, blast % and M:E with confidence intervals arrive with the dashboard issue (#7).")
+
+groups = sorted({s.group or "(none)" for s in summaries})
+filters = st.columns(2)
+chosen_groups = filters[0].multiselect("Slide group", groups, default=groups, key="dash_groups")
+review_state = filters[1].selectbox("Review state", ["all", "fully labelled", "partly labelled", "unlabelled"],
+                                    key="dash_review_state")
+shown = dashboard.filter_summaries(summaries, chosen_groups, review_state)
+table = pd.DataFrame(dashboard.summary_table(shown))
+if baseline is not None:
+    table = table.merge(pd.DataFrame(dashboard.difference_table(shown, baseline)), on="slide", how="left")
+st.dataframe(table, hide_index=True, key="dash_table")
+if not shown:
+    st.stop()
+
+st.subheader("Slide detail")
+summary = st.selectbox("Slide", shown, format_func=lambda s: s.case_id, key="dash_slide")
+with ui.store() as db:
+    scheme = load_scheme(db, summary.scheme)
+left, right = st.columns(2)
+left.plotly_chart(charts.differential_bar([summary], scheme), key="dash_differential")
+if summary.dysplasia:
+    right.plotly_chart(charts.dysplasia_chart(summary), key="dash_dysplasia")
+facts = f"{summary.nucleated} nucleated cells, {summary.labelled} labelled."
+if summary.blasts and summary.blasts.n:
+    facts += f" Blasts {100 * summary.blasts.value:.1f}% ({summary.blast_band})."
+if summary.me_ratio is not None:
+    facts += f" M:E {summary.me_ratio:.2f}."
+st.write(facts)
+
+with ui.store() as db:
+    labels = dashboard.cell_labels(db, user, summary.slide_id, source)
+    fields = list_patches(db, summary.slide_id)
+gallery_tab, fields_tab = st.tabs(["Cells by class", "Fields"])
+with gallery_tab:
+    by_class = dashboard.group_by_class(labels, scheme)
+    with ui.store() as db:
+        crops = review.load_crops(db, user, [c for ids in by_class.values() for c in ids[:12]])
+    for code, ids in by_class.items():
+        st.write(f"**{code}** · {scheme.get(code).name} ({len(ids)})")
+        row = st.columns(12)
+        for column, cell_id in zip(row, ids[:12]):
+            column.image(crops[cell_id], width=64)
+            column.page_link("pages/3_Review.py", label=f"#{cell_id}", query_params={"cell": cell_id})
+with fields_tab:
+    if not fields:
+        st.caption("This slide has no smear fields (its cells were imported one by one).")
+    for field in fields[:6]:
+        with ui.store() as db:
+            st.image(dashboard.outlined_field(db, field["id"], labels, scheme), caption=field["name"], width=640)

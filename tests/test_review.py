@@ -137,3 +137,13 @@ def test_keyboard_review_through_apptest(db, study, home):
     at.button(key="review_undo").click().run()
     codes = {r["cell_id"]: r["my_read"] for r in review_queries.gallery_rows(db, ann.id, slide.id)}
     assert codes[cells[3]] == "EN" and codes[cells[1]] == "GN" and codes[cells[5]] is None
+
+
+def test_a_dashboard_link_opens_that_cell_on_the_review_page(db, study, home):
+    slide, cells, ann, _ = study
+    at = AppTest.from_file(str(REPO_ROOT / "pages" / "3_Review.py"), default_timeout=30)
+    at.session_state["mdsdys_user_id"] = ann.id
+    at.query_params["cell"] = str(cells[4])
+    at.run()
+    assert not at.exception
+    assert any(c.value.startswith(f"Cell {cells[4]} ") for c in at.caption)

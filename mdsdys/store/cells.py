@@ -101,3 +101,16 @@ def get_proposal(db: Database, cell_id: int) -> Proposal | None:
     """The current model proposal for a cell, or None."""
     row = db.execute("SELECT cell_id, model_id, probs FROM proposals WHERE cell_id = ?", [cell_id]).fetchone()
     return Proposal(row[0], row[1], json.loads(row[2])) if row else None
+
+
+def cells_on_patch(db: Database, patch_id: int) -> list[Cell]:
+    """Every cell on one patch."""
+    rows = db.execute(f"SELECT {_CELL_COLUMNS} FROM cells c WHERE c.patch_id = ? ORDER BY c.id", [patch_id])
+    return [_cell(r) for r in rows.fetchall()]
+
+
+def model_labels(db: Database, slide_id: int) -> dict[int, str]:
+    """{cell id: the model's proposed class} for a slide's cells that have a proposal."""
+    rows = db.execute("SELECT p.cell_id, p.top_code FROM proposals p JOIN cells c ON c.id = p.cell_id "
+                      "WHERE c.slide_id = ?", [slide_id]).fetchall()
+    return dict(rows)
