@@ -1,9 +1,11 @@
 """Dashboard page: the WHO numbers per slide, slide detail, model performance and exports."""
 
+import json
+
 import pandas as pd
 import streamlit as st
 
-from mdsdys import charts, dashboard, review, ui
+from mdsdys import charts, dashboard, export, review, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.patches import list_patches
 from mdsdys.store.slides import load_scheme
@@ -80,3 +82,29 @@ with fields_tab:
     for field in fields[:6]:
         with ui.store() as db:
             st.image(dashboard.outlined_field(db, field["id"], labels, scheme), caption=field["name"], width=640)
+
+if user.role in ("adjudicator", "admin"):
+    st.subheader("Exports")
+    st.caption("Each export is written to the audit log. Prepare one, then download it.")
+    EXPORTS = {
+        "report": ("Slide report (printable HTML)", "text/html", f"{summary.case_id}-report.html",
+                   lambda db: export.slide_report_html(db, user, summary.slide_id, source).encode()),
+        "csv": ("Cells with every read (CSV)", "text/csv", f"{summary.case_id}-cells.csv",
+                lambda db: export.cells_csv(db, user, summary.slide_id)),
+        "coco": ("Nucleus masks and cell boxes (COCO JSON)", "application/json", f"{summary.case_id}-coco.json",
+                 lambda db: json.dumps(export.coco_json(db, user, summary.slide_id)).encode()),
+        "crops": ("Crops, one folder per class (zip)", "application/zip", f"{summary.case_id}-crops.zip",
+                  lambda db: export.crops_zip(db, user, summary.slide_id, source)),
+    }
+    columns = st.columns(len(EXPORTS))
+    for column, (name, (label, mime, filename, build)) in zip(columns, EXPORTS.items()):
+        ready_key = f"dash_export_{name}_{summary.slide_id}_{source}"
+        if column.button(f"Prepare: {label}", key=f"dash_prepare_{name}"):
+            try:
+                with ui.store() as db:
+                    st.session_state[ready_key] = build(db)
+            except MdsdysError as exc:
+                ui.show_error(exc)
+        if ready_key in st.session_state:
+            column.download_button(f"Download {filename}", st.session_state[ready_key], file_name=filename,
+                                   mime=mime, key=f"dash_download_{name}")
