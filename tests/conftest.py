@@ -46,3 +46,19 @@ def requires_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present at {path}")
     return path
+
+
+def open_page(page: str, user_id: int | None = None, query: dict[str, str] | None = None,
+              timeout: float = 60):
+    """Run a page as the real app does (app.py is the entry, so page links resolve), logged in as user_id."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=timeout)
+    if user_id is not None:
+        at.session_state["mdsdys_user_id"] = user_id
+    at.run()
+    if page != "app.py":
+        for key, value in (query or {}).items():
+            at.query_params[key] = value
+        at.switch_page(page)
+        at.run()
+    return at

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from streamlit.testing.v1 import AppTest
+from conftest import open_page
 
 from mdsdys import auth, consensus, review
 from mdsdys.errors import MdsdysError, PermissionDeniedError
@@ -98,9 +97,7 @@ def test_consensus_is_audited_with_before_and_after(db, readers):
 
 def test_adjudicator_settles_from_the_keyboard_in_apptest(db, readers, home):
     _, cells, ann, bob, judge = readers
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / "4_Consensus.py"), default_timeout=30)
-    at.session_state["mdsdys_user_id"] = judge.id
-    at.run()
+    at = open_page("pages/4_Consensus.py", judge.id)
     assert not at.exception and not at.error
     at.button(key="consensus_class_GN").click().run()
     assert not at.exception and not at.error

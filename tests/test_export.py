@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import open_page
 
 from mdsdys import auth, consensus, export, review
 from mdsdys.demo import build_demo
@@ -107,12 +108,8 @@ def test_every_export_is_audited_and_readers_cannot_export(db, labelled):
 
 
 def test_dashboard_page_prepares_an_export_for_an_adjudicator(db, labelled, home):
-    from streamlit.testing.v1 import AppTest
-    from conftest import REPO_ROOT
     _, _, judge = labelled
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / "6_Dashboard.py"), default_timeout=60)
-    at.session_state["mdsdys_user_id"] = judge.id
-    at.run()
+    at = open_page("pages/6_Dashboard.py", judge.id)
     assert not at.exception and not at.error
     at.button(key="dash_prepare_csv").click().run()
     assert not at.exception and not at.error

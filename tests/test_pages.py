@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from mdsdys import auth
@@ -35,9 +36,7 @@ def demo_env(demo_store, monkeypatch):
 def _as(home: Path, username: str, page: str) -> AppTest:
     with connect(home / "labels.db") as db:
         user, _ = find_user(db, username)
-    at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT)
-    at.session_state["mdsdys_user_id"] = user.id
-    return at.run()
+    return open_page(page, user.id)
 
 
 def test_there_are_home_and_seven_pages():

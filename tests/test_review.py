@@ -4,9 +4,8 @@ import inspect
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from conftest import open_page
 
-from conftest import REPO_ROOT
 from mdsdys import auth, review
 from mdsdys.errors import MdsdysError, PermissionDeniedError, SchemeError
 from mdsdys.images import encode_png, sha256_hex
@@ -124,9 +123,7 @@ def test_cursor_goes_back_and_forward_through_shown_cells():
 def test_keyboard_review_through_apptest(db, study, home):
     """Pressing the class buttons (what their shortcuts press) records reads and advances the queue."""
     slide, cells, ann, _ = study
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / "3_Review.py"), default_timeout=30)
-    at.session_state["mdsdys_user_id"] = ann.id
-    at.run()
+    at = open_page("pages/3_Review.py", ann.id)
     assert not at.exception
     seen = []
     for code in ("EN", "GN", "BL"):
@@ -141,9 +138,6 @@ def test_keyboard_review_through_apptest(db, study, home):
 
 def test_a_dashboard_link_opens_that_cell_on_the_review_page(db, study, home):
     slide, cells, ann, _ = study
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / "3_Review.py"), default_timeout=30)
-    at.session_state["mdsdys_user_id"] = ann.id
-    at.query_params["cell"] = str(cells[4])
-    at.run()
+    at = open_page("pages/3_Review.py", ann.id, query={"cell": str(cells[4])})
     assert not at.exception
     assert any(c.value.startswith(f"Cell {cells[4]} ") for c in at.caption)
