@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-
 from conftest import image_bytes
+
 from mdsdys import annotate, auth, ingest
+from mdsdys.images import read_rgb
 from mdsdys.store.audit import list_audit
 from mdsdys.store.patches import annotation_queue, get_masks
-from mdsdys.images import read_rgb
 
 
 def _field(db, width=300, height=200):

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import image_bytes
+
 from mdsdys.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,9 +5,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import image_bytes, requires_shared
 from PIL import Image
 
-from conftest import image_bytes, requires_shared
 from mdsdys import ingest
 from mdsdys.errors import ImportProblemError, UnsafeArchiveError, UploadTooLargeError
 from mdsdys.store.reads import imported_read

@@ -6,7 +6,11 @@ import pytest
 
 from mdsdys.errors import SchemeError
 from mdsdys.schemes import (
-    default_scheme, load_scheme_file, parse_scheme_bytes, scheme_from_folders, scheme_to_mapping,
+    default_scheme,
+    load_scheme_file,
+    parse_scheme_bytes,
+    scheme_from_folders,
+    scheme_to_mapping,
 )
 from mdsdys.store.slides import load_scheme, save_scheme
 

@@ -6,7 +6,7 @@ import pytest
 
 from mdsdys.errors import SchemeError, StoreCorruptError
 from mdsdys.store import check_integrity, connect, write_transaction
-from mdsdys.store.audit import log_action, list_audit
+from mdsdys.store.audit import list_audit, log_action
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import own_read, put_read, read_history
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide
