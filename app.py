@@ -20,17 +20,20 @@ for column, (name, value) in zip(columns, counts.items()):
 
 st.subheader("Slides")
 if slides:
-    st.dataframe(pd.DataFrame(slides).drop(columns=["id"]), hide_index=True, key="home_slides")
+    table = pd.DataFrame(slides).drop(columns=["id"]).rename(columns={
+        "case_id": "Slide", "scheme": "Label scheme", "diagnosis_group": "Group", "patches": "Fields",
+        "masks": "Masks", "cells": "Cells", "labelled_cells": "Labelled cells"})
+    st.dataframe(table, hide_index=True, key="home_slides")
 else:
     st.info("No slides yet. Import smear fields or labelled cells on the Import page, "
             "or start the demo with `mdsdys demo`.")
 
 st.subheader("Where to go")
-st.page_link("pages/1_Import.py", label="Import: add smear fields, labelled cells or masks", icon="📥")
-st.page_link("pages/2_Annotate.py", label="Annotate: draw nucleus masks to train the segmenter", icon="✏️")
-st.page_link("pages/3_Review.py", label="Review: label cells from the keyboard, blinded", icon="🔍")
-st.page_link("pages/4_Consensus.py", label="Consensus: settle disagreements between readers", icon="🤝")
-st.page_link("pages/5_Train.py", label="Train: retrain the segmenter or classifier", icon="🧠")
-st.page_link("pages/6_Dashboard.py", label="Dashboard: differential, dysplasia %, blasts, M:E", icon="📊")
+st.page_link("pages/1_Import.py", label="Import: add smear fields, labelled cells or masks", icon=":material/upload:")
+st.page_link("pages/2_Annotate.py", label="Annotate: draw nucleus masks to train the segmenter", icon=":material/draw:")
+st.page_link("pages/3_Review.py", label="Review: label cells from the keyboard, blinded", icon=":material/visibility:")
+st.page_link("pages/4_Consensus.py", label="Consensus: settle disagreements between readers", icon=":material/handshake:")
+st.page_link("pages/5_Train.py", label="Train: retrain the segmenter or classifier", icon=":material/model_training:")
+st.page_link("pages/6_Dashboard.py", label="Dashboard: differential, dysplasia %, blasts, M:E", icon=":material/monitoring:")
 if user.is_admin:
-    st.page_link("pages/7_Admin.py", label="Admin: users, roles and label schemes", icon="🛠️")
+    st.page_link("pages/7_Admin.py", label="Admin: users, roles and label schemes", icon=":material/admin_panel_settings:")

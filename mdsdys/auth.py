@@ -73,7 +73,8 @@ def require_role(user: User | None, *roles: str) -> User:
         raise PermissionDeniedError("Please log in first.")
     if user.role not in roles and user.role != "admin":
         raise PermissionDeniedError(
-            f"{user.username} is a {user.role}; this needs the role {' or '.join(roles)}. Ask an admin."
+            f"{user.username} is {_article(user.role)} {user.role}; this needs the role {' or '.join(roles)}. "
+            "Ask an admin."
         )
     return user
 
@@ -106,3 +107,7 @@ def set_active(db: Database, by: User, user_id: int, active: bool) -> None:
     with write_transaction(db):
         update_user(db, user_id, active=int(active))
         log_action(db, by, "user_active", "user", user_id, after={"active": active})
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -39,3 +39,7 @@ class StoreCorruptError(MdsdysError):
 
 class ImportProblemError(MdsdysError):
     """An import that cannot start: a missing folder, or a layout the importer does not understand."""
+
+
+class JobCancelled(MdsdysError):
+    """Work stopped because a user cancelled it; nothing from the run was kept."""

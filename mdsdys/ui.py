@@ -42,7 +42,7 @@ def _checked_store(db_path: str) -> bool:
 
 def page_setup(title: str) -> None:
     """Configure the page, refuse a damaged store, and mark demo mode."""
-    st.set_page_config(page_title=f"{title} · mdsdys", page_icon="🔬", layout="wide")
+    st.set_page_config(page_title=f"{title} · mdsdys", page_icon=":material/biotech:", layout="wide")
     try:
         _checked_store(str(settings().db_path))
     except MdsdysError as exc:
@@ -103,6 +103,9 @@ def _login_form() -> None:
         username = st.text_input("User name", key="login_username")
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in")
+    if settings().demo:
+        st.info("Demo accounts (shown in demo mode only):\n\n" + "\n".join(
+            f"- **{name}** / `{secret}` ({role})" for name, secret, role in DEMO_ACCOUNTS))
     if submitted:
         try:
             with store() as db:
@@ -112,9 +115,6 @@ def _login_form() -> None:
             return
         st.session_state[_USER_KEY] = user.id
         st.rerun()
-    if settings().demo:
-        st.info("Demo accounts (shown in demo mode only):\n\n" + "\n".join(
-            f"- **{name}** / `{password}` ({role})" for name, password, role in DEMO_ACCOUNTS))
 
 
 def _first_admin_form() -> None:

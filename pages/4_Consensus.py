@@ -17,7 +17,7 @@ QUEUE_LABELS = {
 }
 with ui.store() as db:
     if not consensus.may_settle(db, user):
-        st.error(f"{user.username} is a {user.role}; consensus is for adjudicators (an admin can open it to readers).")
+        st.error(f"{user.username} is a reader; consensus is for adjudicators (an admin can open it to readers).")
         st.stop()
     slides = list_slides(db)
 

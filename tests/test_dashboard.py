@@ -93,3 +93,43 @@ def test_readers_see_only_model_numbers_so_blinding_holds(db):
     with pytest.raises(PermissionDeniedError):
         dashboard.dashboard(db, ann, "final")
     assert dashboard.dashboard(db, ann, "model") == []
+
+
+def test_fast_slide_counts_match_the_reference_precedence_on_random_labels(db):
+    """The dashboard's SQL shortcut must count exactly what resolve_final_label gives cell by cell."""
+    import random
+    from collections import Counter
+
+    from mdsdys.store.cells import list_cells, model_labels
+    from mdsdys.store.consensus import put_decision
+    from mdsdys.store.dashboard import label_counts
+    from mdsdys.store.labels import final_labels
+    from mdsdys.store.reads import put_read
+    from mdsdys.store.users import insert_user
+    rng = random.Random(7)
+    ensure_default_scheme(db)
+    model = insert_model(db, "classifier", "v1", None, "resnet18", "/m.pt", {}, {}, None)
+    readers = [insert_user(db, f"r{i}", "reader", "h") for i in range(3)]
+    codes = list(SCHEME.codes)
+    for s in range(3):
+        slide, _ = ensure_slide(db, f"S{s}", "mds8")
+        patch_id, _ = add_patch(db, slide.id, StoredImage(f"sha{s}", 100, 100, "image/png", b"x"), "f.png")
+        cells = [add_cell(db, slide.id, patch_id, (i, s, 5, 5), "detected")[0] for i in range(60)]
+        save_proposals(db, model, {c: {rng.choice(codes): 1.0} for c in cells if rng.random() < 0.8})
+        for cell in cells:
+            for reader in rng.sample(readers, rng.choice([0, 0, 1, 2, 3])):
+                put_read(db, cell, reader.id, rng.choice(codes[:3]))
+            if rng.random() < 0.1:
+                put_decision(db, cell, rng.choice(codes), [], "other", "x", readers[0].id)
+    for source in ("final", "human", "model"):
+        fast = label_counts(db, source)
+        for slide_id in fast:
+            if source == "model":
+                reference = Counter(model_labels(db, slide_id).values())
+            else:
+                labels = final_labels(db, "mds8", slide_id, human_only=source == "human")
+                reference = Counter(c.label.code for c in labels)
+            total = len(list_cells(db, slide_id))
+            unlabelled = total - sum(reference.values())
+            expected = dict(reference) | ({None: unlabelled} if unlabelled else {})
+            assert fast[slide_id] == expected, (source, slide_id)

@@ -90,7 +90,8 @@ def save_proposals(db: Database, model_id: int, probs_by_cell: Mapping[int, Mapp
                      float(margin), now))
     with write_transaction(db):
         db.conn.executemany(
-            "INSERT INTO proposals (cell_id, model_id, probs, top_code, margin, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO proposals (cell_id, model_id, probs, top_code, margin, created_at, slide_id) "
+            "SELECT ?, ?, ?, ?, ?, ?, slide_id FROM cells WHERE id = ?1 "
             "ON CONFLICT (cell_id) DO UPDATE SET model_id = excluded.model_id, probs = excluded.probs, "
             "top_code = excluded.top_code, margin = excluded.margin, created_at = excluded.created_at", rows,
         )
@@ -114,3 +115,21 @@ def model_labels(db: Database, slide_id: int) -> dict[int, str]:
     rows = db.execute("SELECT p.cell_id, p.top_code FROM proposals p JOIN cells c ON c.id = p.cell_id "
                       "WHERE c.slide_id = ?", [slide_id]).fetchall()
     return dict(rows)
+
+
+def kept_cell_boxes(db: Database, patch_id: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of a patch's cells that a new detection never replaces: read, decided, manual or imported."""
+    rows = db.execute(
+        "SELECT c.x, c.y, c.w, c.h FROM cells c WHERE c.patch_id = ? AND (c.source != 'detected' "
+        "OR EXISTS (SELECT 1 FROM reads r WHERE r.cell_id = c.id) "
+        "OR EXISTS (SELECT 1 FROM consensus k WHERE k.cell_id = c.id))", [patch_id]).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def replaceable_cells(db: Database, patch_id: int) -> list[tuple[tuple[int, int, int, int], bytes | None]]:
+    """(box, nucleus PNG) of a patch's detected cells that nobody has read: what a new detection replaces."""
+    rows = db.execute(
+        "SELECT c.x, c.y, c.w, c.h, c.nucleus_png FROM cells c WHERE c.patch_id = ? AND c.source = 'detected' "
+        "AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.cell_id = c.id) "
+        "AND NOT EXISTS (SELECT 1 FROM consensus k WHERE k.cell_id = c.id)", [patch_id]).fetchall()
+    return [((r[0], r[1], r[2], r[3]), r[4]) for r in rows]
