@@ -7,7 +7,7 @@ import streamlit as st
 
 from mdsdys import review, ui
 from mdsdys.errors import MdsdysError
-from mdsdys.store.reads import reader_progress
+from mdsdys.store.reads import reader_progress, slides_with_cells
 from mdsdys.store.review import gallery_rows
 from mdsdys.store.slides import list_slides
 
@@ -16,8 +16,8 @@ st.title("Review cells")
 user = ui.require_login(*review.REVIEW_ROLES)
 
 with ui.store() as db:
-    progress = {row["slide"]: row for row in reader_progress(db, user.id)}
-    slides = [s for s in list_slides(db) if s.case_id in progress]
+    with_cells = set(slides_with_cells(db))
+    slides = [s for s in list_slides(db) if s.id in with_cells]
 if not slides:
     st.info("No cells to review yet. Import labelled cells or fields on the Import page; "
             "cells found by the segmenter appear here once it has run.")
@@ -36,7 +36,8 @@ with st.sidebar:
     slide = st.selectbox("Slide", slides, format_func=lambda s: s.case_id, key="review_slide")
     mode = st.radio("Queue", ["Most uncertain first", "Slide order", "Gallery"], key="review_mode")
     hide_model = st.toggle("Hide the model's proposal (avoids automation bias)", key="review_hide_model")
-    row = progress[slide.case_id]
+    with ui.store() as db:
+        row = reader_progress(db, user.id, slide.id)
     st.progress(row["reviewed"] / max(row["cells"], 1), text=f"{row['reviewed']} reviewed, {row['remaining']} left")
 
 cursor_key = f"review_cursor_{slide.id}_{mode}"

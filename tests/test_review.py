@@ -57,7 +57,7 @@ def test_second_reader_cannot_see_first_readers_label(db, study):
     assert view.my_read is None
     assert all(row["my_read"] is None for row in review_queries.gallery_rows(db, bob.id, slide.id))
     assert review.next_cell(db, bob, slide.id, "slide") == cells[0]
-    assert reader_progress(db, bob.id)[0]["reviewed"] == 0
+    assert reader_progress(db, bob.id, slide.id) == {"cells": 6, "reviewed": 0, "remaining": 6}
     assert read_history(db, bob.id, cells[0]) == []
     with pytest.raises(MdsdysError, match="no read of this cell to undo"):
         review.undo_read(db, bob, cells[0])

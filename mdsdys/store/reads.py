@@ -75,16 +75,21 @@ def read_history(db: Database, reader_id: int, cell_id: int) -> list[Read]:
     return [_read(r) for r in rows]
 
 
-def reader_progress(db: Database, reader_id: int) -> list[dict]:
-    """Per slide: cells, how many this reader has read, and how many remain."""
-    return list(db.query(
-        """
-        SELECT s.case_id AS slide, COUNT(c.id) AS cells, COUNT(r.id) AS reviewed, COUNT(c.id) - COUNT(r.id) AS remaining
-        FROM slides s JOIN cells c ON c.slide_id = s.id
-        LEFT JOIN reads r ON r.cell_id = c.id AND r.reader_id = ? AND r.is_current = 1
-        GROUP BY s.id ORDER BY s.case_id
-        """, [reader_id],
-    ))
+def reader_progress(db: Database, reader_id: int, slide_id: int) -> dict[str, int]:
+    """One slide's cells, how many this reader has read, and how many remain."""
+    cells = db.execute("SELECT COUNT(*) FROM cells WHERE slide_id = ?", [slide_id]).fetchone()[0]
+    reviewed = db.execute(
+        "SELECT COUNT(*) FROM reads r JOIN cells c ON c.id = r.cell_id "
+        "WHERE r.reader_id = ? AND r.is_current = 1 AND c.slide_id = ?", [reader_id, slide_id],
+    ).fetchone()[0]
+    return {"cells": cells, "reviewed": reviewed, "remaining": cells - reviewed}
+
+
+def slides_with_cells(db: Database) -> list[int]:
+    """Ids of the slides that have at least one cell."""
+    return [r[0] for r in db.execute(
+        "SELECT s.id FROM slides s WHERE EXISTS (SELECT 1 FROM cells c WHERE c.slide_id = s.id) ORDER BY s.case_id"
+    ).fetchall()]
 
 
 def retire_read(db: Database, read_id: int) -> None:
