@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mdsdys import admin, auth, demo, ingest
+from mdsdys import admin, auth, demo, ingest, jobs
+from mdsdys.backup import backup_store, restore_store
 from mdsdys.config import REPO_ROOT, Settings, load_settings
 from mdsdys.errors import MdsdysError
 from mdsdys.schemes import load_scheme_file
@@ -122,6 +123,27 @@ def _run_streamlit(port: int, env: dict[str, str]) -> int:
     return subprocess.call(command, cwd=REPO_ROOT, env=env)
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run queued background jobs (the app also starts this by itself when a job is queued)."""
+    ran = jobs.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
+    print(f"Worker finished: {ran} job(s) run.")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a consistent copy of the label store, even while the app is running."""
+    size = backup_store(settings.db_path, Path(args.file))
+    print(f"Backed up {settings.db_path} to {args.file} ({size / 1e6:.1f} MB).")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """Replace the label store with a backup (stop the app first)."""
+    restore_store(Path(args.file), settings.db_path)
+    print(f"Restored {settings.db_path} from {args.file}; the previous store is kept as *.before-restore.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="mdsdys", description="Find dysplastic cells in bone-marrow smears.")
@@ -158,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=ROLES, default="reader")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("worker", help="run queued background jobs (training, detection, proposals)")
+    p.add_argument("--idle-exit", type=float, default=jobs.IDLE_EXIT_S, help="seconds idle before exiting")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("backup", help="copy the label store to FILE with SQLite's online backup")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="replace the label store with the backup FILE (stop the app first)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("load-scheme", help="store a label scheme from a JSON or TOML file")
     p.add_argument("file")

@@ -1,0 +1,93 @@
+"""Job handlers: the long work the background worker runs (training, detection, proposals).
+
+Each handler reads its parameters from the job, reports progress through the JobContext,
+checks for cancellation between steps, and returns a small JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from mdsdys import detect, segtrain
+from mdsdys.errors import MdsdysError
+from mdsdys.jobs import JobContext, job_handler
+from mdsdys.segtrain import SegTrainConfig
+from mdsdys.store import connect
+from mdsdys.store.models import active_model
+from mdsdys.store.slides import list_slides
+from mdsdys.store.users import User, get_user, system_user
+
+
+def _job_user(ctx: JobContext) -> User:
+    with connect(ctx.settings.db_path) as db:
+        return get_user(db, ctx.job.created_by) if ctx.job.created_by else system_user(db)
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a frozen config dataclass with the given fields changed (nested dataclasses too).
+
+    Unknown names are refused with the list of known ones, so a typo in advanced settings is caught.
+    """
+    known = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise MdsdysError(f"Unknown setting {name!r}; known: {', '.join(sorted(known))}.")
+        current = getattr(config, name)
+        changes[name] = apply_overrides(current, value) if dataclasses.is_dataclass(current) else value
+    return dataclasses.replace(config, **changes)
+
+
+def _progress_reporter(ctx: JobContext, metric: str) -> Callable[[Any], None]:
+    """An on_epoch callback that stores the epoch, curves, metric and ETA on the job."""
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(report: Any) -> None:
+        row = dataclasses.asdict(report)
+        history.append(row)
+        remaining = report.epochs - report.epoch
+        ctx.report(epoch=report.epoch, epochs=report.epochs, metric=metric, value=row.get(metric),
+                   eta_s=report.seconds / max(report.epoch, 1) * remaining, history=history)
+        ctx.check_cancelled()
+    return on_epoch
+
+
+@job_handler("train_segmenter")
+def train_segmenter_job(ctx: JobContext) -> dict[str, Any]:
+    """Train a U-Net on every stored mask and register it (the first one becomes active)."""
+    config = apply_overrides(SegTrainConfig(), ctx.params.get("settings", {}))
+    ctx.report(stage="reading masks", metric="val_dice")
+    result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
+                                               _progress_reporter(ctx, "val_dice"), ctx.should_stop)
+    return {"model_id": record.id, "version": record.version, "status": record.status,
+            "split": result.split, "dice": result.metrics.get("dice")}
+
+
+def _check(ctx: JobContext) -> Callable[[int, int, str], None]:
+    """A progress callback for per-field/per-batch work that also honours cancel."""
+    def progress(done: int, total: int, name: str) -> None:
+        ctx.report(done=done, total=total, current=name)
+        ctx.check_cancelled()
+    return progress
+
+
+@job_handler("segment_slides")
+def segment_slides_job(ctx: JobContext) -> dict[str, Any]:
+    """Detect cells on the given slides (default: all) with the active segmenter; read cells are kept."""
+    with connect(ctx.settings.db_path) as db:
+        record = active_model(db, "segmenter")
+        if record is None:
+            raise MdsdysError("There is no active segmenter yet; train one on the Train page first.")
+        slide_ids = ctx.params.get("slide_ids") or [s.id for s in list_slides(db)]
+    totals = {"slides": 0, "added": 0, "removed": 0}
+    for slide_id in slide_ids:
+        ctx.report(stage=f"detecting cells on slide {slide_id}")
+        with connect(ctx.settings.db_path) as db:
+            summary = detect.segment_slide(db, slide_id, record, progress=_check(ctx))
+        totals["slides"] += 1
+        totals["added"] += summary["added"]
+        totals["removed"] += summary["removed"]
+    return totals | {"model": record.version}
+

@@ -1,0 +1,124 @@
+"""The background worker: jobs run in-process and in a real subprocess, survive kills, and cancel."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mdsdys import jobs
+from mdsdys.config import load_settings
+from mdsdys.demo import build_demo
+from mdsdys.errors import MdsdysError
+from mdsdys.store import connect
+from mdsdys.store.audit import list_audit
+from mdsdys.store.jobs import get_job, request_cancel
+from mdsdys.store.models import active_model, list_models
+
+TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": 64, "max_seconds": None,
+        "unet": {"depth": 2, "width": 4}}
+LONG = TINY | {"epochs": 500, "steps_per_epoch": 20}
+
+
+@pytest.fixture
+def settings(home):
+    with connect(home / "labels.db") as db:
+        build_demo(db, seed=0, patches_per_slide=4)  # 3 slides x 2 masked fields = 6 masks
+    return load_settings()
+
+
+def _wait(predicate, timeout=60.0, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def _job(settings, job_id):
+    with connect(settings.db_path) as db:
+        return get_job(db, job_id)
+
+
+def _start_worker(settings) -> subprocess.Popen:
+    env = os.environ | {"MDSDYS_HOME": str(settings.home)}
+    return subprocess.Popen([sys.executable, "-m", "mdsdys.cli", "worker", "--idle-exit", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_a_training_job_runs_in_process_and_reports_epochs(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    job = _job(settings, job_id)
+    assert job.state == "done", job.error
+    assert [h["epoch"] for h in job.progress["history"]] == [1, 2]
+    with connect(settings.db_path) as db:
+        assert active_model(db, "segmenter").version == job.progress["result"]["version"]
+        assert list_audit(db, action="job_queue")
+
+
+def test_a_job_runs_in_a_real_worker_subprocess(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    worker = _start_worker(settings)
+    assert _wait(lambda: _job(settings, job_id).state == "done", timeout=120), _job(settings, job_id)
+    worker.wait(timeout=30)
+
+
+def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    worker = _start_worker(settings)
+    assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=120)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert _job(settings, job_id).state == "running"  # nobody knows yet
+    jobs.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
+    job = _job(settings, job_id)
+    assert job.state == "failed" and "worker running this job stopped" in job.error
+    with connect(settings.db_path) as db:
+        assert active_model(db, "segmenter") is None and list_models(db) == []
+    leftovers = list(settings.models_dir.glob("*")) if settings.models_dir.exists() else []
+    assert leftovers == []
+
+
+def test_cancel_stops_a_running_job_within_seconds(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    worker = _start_worker(settings)
+    assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
+    with connect(settings.db_path) as db:
+        request_cancel(db, job_id)
+    asked = time.monotonic()
+    assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=30)
+    assert time.monotonic() - asked < 10
+    worker.wait(timeout=30)
+    with connect(settings.db_path) as db:
+        assert list_models(db) == []
+
+
+def test_a_queued_job_is_cancelled_at_once(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    with connect(settings.db_path) as db:
+        assert request_cancel(db, job_id) == "cancelled"
+    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 0
+
+
+def test_only_one_worker_runs_at_a_time(settings):
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    worker = _start_worker(settings)
+    assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
+    assert jobs.worker_alive(settings)
+    assert jobs.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
+    with connect(settings.db_path) as db:
+        request_cancel(db, job_id)
+    worker.wait(timeout=60)
+    assert not jobs.worker_alive(settings)
+
+
+def test_bad_settings_and_unknown_jobs_are_refused(settings):
+    with pytest.raises(MdsdysError, match="Unknown job kind"):
+        jobs.enqueue(settings, "mine_bitcoin", {}, None, start_worker=False)
+    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": {"epochz": 3}}, None, start_worker=False)
+    jobs.run_worker(settings, idle_exit_s=0, max_jobs=1)
+    assert "Unknown setting 'epochz'" in _job(settings, job_id).error
