@@ -1,21 +1,101 @@
-"""Train page: what a retraining run would use, and the runs so far."""
+"""Train page: one click retrains the segmenter or classifier in the background, with live progress."""
 
+import pandas as pd
 import streamlit as st
 
-from mdsdys import ui
-from mdsdys.store.stats import store_counts
+from mdsdys import charts, training, ui
+from mdsdys.errors import MdsdysError
+from mdsdys.store.jobs import list_jobs, request_cancel
+from mdsdys.store.slides import list_scheme_names
 
 ui.page_setup("Train")
 st.title("Train models")
-user = ui.require_login("adjudicator")
+user = ui.require_login(*training.TRAIN_ROLES)
 
-with ui.store() as db:
-    counts = store_counts(db)
-left, middle, right = st.columns(3)
-left.metric("Nucleus masks (segmenter data)", counts["masks"])
-middle.metric("Human reads (classifier data)", counts["reads"])
-right.metric("Model versions", counts["models"])
-if counts["masks"] == 0 and counts["reads"] == 0:
-    st.info("Nothing to train on yet: draw or import nucleus masks, and label cells on the Review page.")
-else:
-    st.info("One-click retraining in the background arrives with issue #6.")
+
+@st.fragment(run_every=2)
+def live_progress() -> None:
+    """The newest training job's state, curves and ETA, refreshed every 2 s from the store."""
+    with ui.store() as db:
+        recent = [j for j in list_jobs(db, limit=20) if j.kind.startswith("train_")]
+    if not recent:
+        st.caption("No training run yet.")
+        return
+    job = recent[0]
+    progress = job.progress
+    st.write(f"**Job {job.id}** · {job.kind.replace('_', ' ')} · **{job.state}**")
+    if job.state in ("queued", "running"):
+        epoch, epochs = progress.get("epoch", 0), progress.get("epochs") or 1
+        eta = progress.get("eta_s")
+        st.progress(epoch / epochs, text=f"epoch {epoch} of {epochs}"
+                    + (f" · {progress.get('metric')}: {progress.get('value'):.3f}" if progress.get("value") else "")
+                    + (f" · about {eta / 60:.1f} min left" if eta else "") + f" · {progress.get('stage', '')}")
+        if st.button("Cancel this run", key=f"train_cancel_{job.id}"):
+            with ui.store() as db:
+                request_cancel(db, job.id)
+    elif job.state == "failed":
+        st.error(job.error)
+    elif job.state == "done":
+        result = progress.get("result", {})
+        st.success(f"New version {result.get('version')} ({result.get('status')}).")
+    if progress.get("history"):
+        st.plotly_chart(charts.training_curves(progress["history"], progress.get("metric", "")),
+                        key=f"train_curves_{job.id}_{len(progress['history'])}")
+
+
+live_progress()
+segmenter_tab, classifier_tab, jobs_tab = st.tabs(["Segmenter", "Classifier", "All jobs"])
+
+with segmenter_tab:
+    with ui.store() as db:
+        preview = training.segmenter_preview(db)
+    st.write(f"**{preview['masked_fields']}** fields with a nucleus mask (a first model needs "
+             f"{preview['needed']}). Validation split: {preview['split']}.")
+    if preview["masks_by_slide"]:
+        st.dataframe(pd.DataFrame(preview["masks_by_slide"]), hide_index=True, key="train_seg_masks")
+    with st.form("train_segmenter_form"):
+        defaults = preview["settings"]
+        with st.expander("Advanced settings"):
+            epochs = st.number_input("Epochs", 1, 500, defaults["epochs"], key="seg_epochs")
+            steps = st.number_input("Steps per epoch", 1, 1000, defaults["steps_per_epoch"], key="seg_steps")
+            depth = st.number_input("U-Net depth", 2, 6, defaults["unet"]["depth"], key="seg_depth")
+            width = st.number_input("U-Net width", 2, 64, defaults["unet"]["width"], key="seg_width")
+        start = st.form_submit_button("Retrain segmenter", type="primary", disabled=not preview["enough"])
+    if start:
+        overrides = {"epochs": int(epochs), "steps_per_epoch": int(steps),
+                     "unet": {"depth": int(depth), "width": int(width)}}
+        try:
+            job_id = training.queue_training(ui.settings(), user, "segmenter", overrides)
+            st.success(f"Queued as job {job_id}; progress shows above. You can leave this page.")
+        except MdsdysError as exc:
+            ui.show_error(exc)
+
+with classifier_tab:
+    with ui.store() as db:
+        schemes = list_scheme_names(db)
+    scheme = st.selectbox("Label scheme", schemes, key="train_cls_scheme")
+    with ui.store() as db:
+        preview = training.classifier_preview(db, scheme)
+    st.write(f"**{preview['cells']}** cells with a human label on {len(preview['slides'])} slide(s). "
+             f"Split: {preview['split']}. Model proposals are never used for training.")
+    if preview["labels"]:
+        st.dataframe(pd.DataFrame(preview["labels"]).fillna(0), hide_index=True, key="train_cls_labels")
+    with st.form("train_classifier_form"):
+        with st.expander("Advanced settings"):
+            arch = st.selectbox("Architecture", training.classifier_archs(), key="cls_arch")
+            cls_epochs = st.number_input("Epochs (at most; early stopping on validation macro-F1)", 1, 300,
+                                         training.classifier_defaults()["epochs"], key="cls_epochs")
+        start_cls = st.form_submit_button("Retrain classifier", type="primary", disabled=preview["cells"] == 0)
+    if start_cls:
+        try:
+            job_id = training.queue_training(ui.settings(), user, "classifier",
+                                             {"arch": arch, "epochs": int(cls_epochs), "scheme": scheme})
+            st.success(f"Queued as job {job_id}; progress shows above.")
+        except MdsdysError as exc:
+            ui.show_error(exc)
+
+with jobs_tab:
+    with ui.store() as db:
+        rows = [{"job": j.id, "kind": j.kind, "state": j.state, "queued": j.created_at, "finished": j.finished_at,
+                 "error": j.error or ""} for j in list_jobs(db, limit=100)]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_jobs")

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdsdys.errors import SchemeError
 from mdsdys.schemes import (
@@ -89,3 +91,31 @@ def test_saving_a_scheme_name_twice_is_refused(db):
     save_scheme(db, default_scheme())
     with pytest.raises(SchemeError, match="already exists"):
         save_scheme(db, default_scheme())
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from(["name", "classes", "lineage_features", "description", "x"]), _json_values))
+def test_scheme_parser_fuzz_only_raises_scheme_errors(data):
+    """Any JSON a user could upload either parses into a valid scheme or raises SchemeError."""
+    try:
+        scheme = parse_scheme_bytes(json.dumps(data).encode(), "fuzz.json")
+    except SchemeError:
+        return
+    assert len({c.hotkey for c in scheme.classes}) == len(scheme.classes)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.binary(max_size=300))
+def test_scheme_parser_fuzz_on_raw_bytes(data):
+    for name in ("s.json", "s.toml"):
+        try:
+            parse_scheme_bytes(data, name)
+        except SchemeError:
+            pass

@@ -130,3 +130,33 @@ def annotation_queue(db: Database) -> list[dict]:
         "FROM patches p JOIN slides s ON s.id = p.slide_id JOIN images i ON i.sha256 = p.image_sha256 "
         "WHERE p.kind = 'field' ORDER BY masks > 0, p.id"
     ))
+
+
+def newest_masks(db: Database) -> list[dict]:
+    """The newest mask of every field that has one, with its image, slide case id and slide scale.
+
+    Rows: patch_id, case_id, mask png, image data, nucleus_diameter_px (None unless a person set it).
+    """
+    return list(db.query(
+        "SELECT p.id AS patch_id, s.case_id, m.png, i.data AS image, "
+        "CASE WHEN s.diameter_estimated = 0 THEN s.nucleus_diameter_px END AS nucleus_diameter_px "
+        "FROM masks m JOIN patches p ON p.id = m.patch_id JOIN images i ON i.sha256 = p.image_sha256 "
+        "JOIN slides s ON s.id = p.slide_id "
+        "WHERE m.id = (SELECT m2.id FROM masks m2 WHERE m2.patch_id = m.patch_id "
+        "ORDER BY m2.updated_at DESC, m2.id DESC LIMIT 1) ORDER BY s.case_id, p.id"
+    ))
+
+
+def mask_counts_by_slide(db: Database) -> list[dict]:
+    """Per slide: fields, masked fields, and masks by source (drawn, model-seeded, imported)."""
+    return list(db.query(
+        """
+        SELECT s.case_id AS slide,
+               (SELECT COUNT(*) FROM patches p WHERE p.slide_id = s.id AND p.kind = 'field') AS fields,
+               COUNT(DISTINCT m.patch_id) AS masked_fields,
+               SUM(m.source = 'drawn') AS drawn, SUM(m.source = 'model_seeded') AS model_seeded,
+               SUM(m.source = 'imported') AS imported
+        FROM slides s JOIN patches p ON p.slide_id = s.id JOIN masks m ON m.patch_id = p.id
+        GROUP BY s.id ORDER BY s.case_id
+        """
+    ))

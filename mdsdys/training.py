@@ -1,0 +1,75 @@
+"""What a retraining run would use, shown before it starts (issue 6), and queuing it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+from sqlite_utils import Database
+
+from mdsdys import auth, jobs
+from mdsdys.archs import list_models
+from mdsdys.classify import ClsTrainConfig
+from mdsdys.config import Settings
+from mdsdys.errors import MdsdysError
+from mdsdys.segtrain import MIN_MASKS, SegTrainConfig
+from mdsdys.store import connect
+from mdsdys.store.jobs import has_active_job
+from mdsdys.store.labels import final_labels
+from mdsdys.store.patches import mask_counts_by_slide
+from mdsdys.store.users import User
+
+TRAIN_ROLES = ("adjudicator",)
+
+
+def segmenter_preview(db: Database) -> dict[str, Any]:
+    """Masks per slide, how validation will be split, and the default settings."""
+    rows = mask_counts_by_slide(db)
+    masked = sum(r["masked_fields"] for r in rows)
+    return {
+        "masks_by_slide": rows,
+        "masked_fields": masked,
+        "enough": masked >= MIN_MASKS,
+        "needed": MIN_MASKS,
+        "split": "by slide (whole slides held out for validation)" if len(rows) >= 2
+        else "by field (only one slide has masks)",
+        "settings": dataclasses.asdict(SegTrainConfig()),
+    }
+
+
+def classifier_preview(db: Database, scheme: str) -> dict[str, Any]:
+    """Human labels per class and where they came from, the slides, and the split rule."""
+    cells = final_labels(db, scheme, human_only=True)
+    by_class: dict[str, Counter] = {}
+    for cell in cells:
+        by_class.setdefault(cell.label.code, Counter())[cell.label.source] += 1
+    slides = Counter(cell.slide for cell in cells)
+    return {
+        "labels": [{"class": code, "total": sum(c.values()), **dict(c)} for code, c in sorted(by_class.items())],
+        "slides": dict(slides),
+        "cells": len(cells),
+        "split": "by slide (patient): no patient's cells on both sides" if len(slides) >= 2
+        else "stratified by cell (only one slide has labels)",
+    }
+
+
+def queue_training(settings: Settings, user: User, kind: str, overrides: dict[str, Any]) -> int:
+    """Queue a retraining job for an adjudicator or admin; one training job at a time."""
+    auth.require_role(user, *TRAIN_ROLES)
+    job_kind = {"segmenter": "train_segmenter", "classifier": "train_classifier"}[kind]
+    with connect(settings.db_path) as db:
+        if has_active_job(db, "train_segmenter") or has_active_job(db, "train_classifier"):
+            raise MdsdysError("A training job is already queued or running; wait for it or cancel it first.")
+    return jobs.enqueue(settings, job_kind, {"settings": overrides}, user)
+
+
+def classifier_archs() -> list[str]:
+    """Registered classifier architectures, the default first."""
+    default = ClsTrainConfig().arch
+    return [default, *sorted(name for name in list_models() if name != default)]
+
+
+def classifier_defaults() -> dict[str, Any]:
+    """The default classifier training settings."""
+    return dataclasses.asdict(ClsTrainConfig())
