@@ -5,8 +5,8 @@ import logging
 import subprocess
 
 import pytest
-
 from conftest import REPO_ROOT, open_page
+
 from mdsdys import admin, auth, consensus, export, review, training
 from mdsdys.config import load_settings
 from mdsdys.demo import build_demo
