@@ -106,8 +106,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     demo_settings = Settings(home, home / "labels.db", home / "models", demo=True)
     check_integrity(demo_settings.db_path)
     with connect(demo_settings.db_path) as db:
-        built = demo.build_demo(db, seed=args.seed)
+        built = demo.build_demo(db, seed=args.seed, with_cells=False)
+        bootstrap = demo.needs_bootstrap(db)
     print("Demo study ready (synthetic images)." if built else "Demo study already present.")
+    if bootstrap:
+        jobs.enqueue(demo_settings, "demo_bootstrap", {}, None, start_worker=not args.no_serve)
+        print("Training the demo's first segmenter and classifier in the background; see the Train page.")
     if args.no_serve:
         return 0
     return _run_streamlit(args.port, env)

@@ -11,12 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 from mdsdys import detect, segtrain
+from mdsdys.classify import ClsTrainConfig, train_classifier
 from mdsdys.errors import MdsdysError
 from mdsdys.jobs import JobContext, job_handler
+from mdsdys.proposals import propose_labels, training_samples
+from mdsdys.registry import load_checkpoint, register_model
+from mdsdys.schemes import DEFAULT_SCHEME_NAME
 from mdsdys.segtrain import SegTrainConfig
 from mdsdys.store import connect
 from mdsdys.store.models import active_model
-from mdsdys.store.slides import list_slides
+from mdsdys.store.slides import list_slides, load_scheme
 from mdsdys.store.users import User, get_user, system_user
 
 
@@ -55,9 +59,9 @@ def _progress_reporter(ctx: JobContext, metric: str) -> Callable[[Any], None]:
 
 
 @job_handler("train_segmenter")
-def train_segmenter_job(ctx: JobContext) -> dict[str, Any]:
+def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a U-Net on every stored mask and register it (the first one becomes active)."""
-    config = apply_overrides(SegTrainConfig(), ctx.params.get("settings", {}))
+    config = apply_overrides(SegTrainConfig(), ctx.params.get("settings", {}) if settings is None else settings)
     ctx.report(stage="reading masks", metric="val_dice")
     result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
                                                _progress_reporter(ctx, "val_dice"), ctx.should_stop)
@@ -91,3 +95,66 @@ def segment_slides_job(ctx: JobContext) -> dict[str, Any]:
         totals["removed"] += summary["removed"]
     return totals | {"model": record.version}
 
+
+
+@job_handler("train_classifier")
+def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a classifier on the scheme's human labels, on the active model's test split when one exists."""
+    overrides = dict(ctx.params.get("settings", {}) if settings is None else settings)
+    scheme_name = overrides.pop("scheme", DEFAULT_SCHEME_NAME)
+    config = apply_overrides(ClsTrainConfig(), overrides)
+    ctx.report(stage="reading labelled cells", metric="val_macro_f1")
+    with connect(ctx.settings.db_path) as db:
+        scheme = load_scheme(db, scheme_name)
+        samples = training_samples(db, scheme_name, size=config.input_size)
+        current = active_model(db, "classifier", scheme_name)
+    frozen = load_checkpoint(current.path).get("test_cells") if current else None
+    result = train_classifier(samples, scheme, config, _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop,
+                              frozen_test=frozen)
+    with connect(ctx.settings.db_path) as db:
+        record = register_model(db, ctx.settings.models_dir, result.checkpoint, _job_user(ctx))
+    return {"model_id": record.id, "version": record.version, "status": record.status,
+            "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind}
+
+
+@job_handler("propose_slides")
+def propose_slides_job(ctx: JobContext) -> dict[str, Any]:
+    """Run the active classifier over slides' cells (all, or only unread ones after a promotion)."""
+    unread_only = bool(ctx.params.get("unread_only"))
+    with connect(ctx.settings.db_path) as db:
+        slides = [s for s in list_slides(db) if s.id in (ctx.params.get("slide_ids") or [s.id])
+                  and (not ctx.params.get("scheme") or s.scheme_name == ctx.params["scheme"])]
+    total = 0
+    for slide in slides:
+        ctx.report(stage=f"proposing labels on {slide.case_id}")
+        with connect(ctx.settings.db_path) as db:
+            if active_model(db, "classifier", slide.scheme_name) is None:
+                continue
+            step = _check(ctx)
+            total += propose_labels(db, slide.id, unread_only=unread_only,
+                                    progress=lambda done, n: step(done, n, slide.case_id))
+    return {"cells": total, "slides": len(slides), "unread_only": unread_only}
+
+
+# The demo's first models: small enough to train in a minute or two on a laptop CPU.
+DEMO_SEGMENTER = {"epochs": 8, "steps_per_epoch": 20, "max_seconds": 240.0}
+DEMO_CLASSIFIER = {"epochs": 12, "max_minutes": 4.0}
+
+
+@job_handler("demo_bootstrap")
+def demo_bootstrap_job(ctx: JobContext) -> dict[str, Any]:
+    """The demo's first run: train a small segmenter, detect cells, train a small classifier, propose.
+
+    Parameters 'segmenter' and 'classifier' may override the demo's training settings.
+    """
+    done: dict[str, Any] = {}
+    with connect(ctx.settings.db_path) as db:
+        has_segmenter = active_model(db, "segmenter") is not None
+        has_classifier = active_model(db, "classifier", DEFAULT_SCHEME_NAME) is not None
+    if not has_segmenter:
+        done["segmenter"] = train_segmenter_job(ctx, ctx.params.get("segmenter", DEMO_SEGMENTER))
+    done["detection"] = segment_slides_job(ctx)
+    if not has_classifier:
+        done["classifier"] = train_classifier_job(ctx, ctx.params.get("classifier", DEMO_CLASSIFIER))
+    done["proposals"] = propose_slides_job(ctx)
+    return done

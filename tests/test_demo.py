@@ -2,6 +2,7 @@
 
 from mdsdys import auth
 from mdsdys.demo import DEMO_ACCOUNTS, build_demo
+from mdsdys.store.cells import list_cells
 from mdsdys.store.patches import list_patches
 from mdsdys.store.slides import list_slides
 from mdsdys.store.stats import store_counts
@@ -13,8 +14,16 @@ def test_demo_builds_three_labelled_synthetic_slides_once(db):
     assert build_demo(db, seed=0, patches_per_slide=2) is False
     assert store_counts(db) == before
     slides = list_slides(db)
-    assert len(slides) == 3 and all("synthetic" in s.diagnosis_group for s in slides)
-    assert before["masks"] == 3 and before["cells"] > 10 and before["reads"] == 0
+    assert [s.case_id for s in slides] == ["SYN-001", "SYN-002", "SYN-003", "SYN-TRAIN"]
+    assert all("synthetic" in s.diagnosis_group for s in slides)
+    assert before["masks"] == 3 and before["cells"] > 8 * 24
+    assert before["reads"] == 8 * 24  # the training cells' known classes, as imported reads
+
+
+def test_without_cells_the_fields_wait_for_the_segmenter(db):
+    build_demo(db, seed=0, patches_per_slide=1, with_cells=False, training_cells_per_class=3)
+    field_slides = [s for s in list_slides(db) if s.case_id != "SYN-TRAIN"]
+    assert all(not list_cells(db, s.id) for s in field_slides)
 
 
 def test_demo_accounts_log_in_with_the_published_passwords(db):

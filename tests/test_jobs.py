@@ -122,3 +122,21 @@ def test_bad_settings_and_unknown_jobs_are_refused(settings):
     job_id = jobs.enqueue(settings, "train_segmenter", {"settings": {"epochz": 3}}, None, start_worker=False)
     jobs.run_worker(settings, idle_exit_s=0, max_jobs=1)
     assert "Unknown setting 'epochz'" in _job(settings, job_id).error
+
+
+@pytest.mark.slow
+def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
+    with connect(home / "labels.db") as db:
+        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=6)
+    settings = load_settings()
+    params = {"segmenter": TINY, "classifier": {"epochs": 4, "batch_size": 8, "input_size": 32}}
+    job_id = jobs.enqueue(settings, "demo_bootstrap", params, None, start_worker=False)
+    jobs.run_worker(settings, idle_exit_s=0, max_jobs=1)
+    job = _job(settings, job_id)
+    assert job.state == "done", job.error
+    with connect(settings.db_path) as db:
+        assert active_model(db, "segmenter") and active_model(db, "classifier", "mds8")
+        detected = db.execute("SELECT COUNT(*) FROM cells WHERE source = 'detected'").fetchone()[0]
+        proposed = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
+    assert job.progress["result"]["detection"]["added"] == detected
+    assert proposed >= detected + 8 * 6

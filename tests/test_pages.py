@@ -71,7 +71,7 @@ def test_a_reader_is_refused_pages_for_other_roles(demo_env, page):
 def test_home_shows_the_demo_counts(demo_env):
     at = _as(demo_env, "reader1", "app.py")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Slides"] == "3" and int(metrics["Cells"]) > 0
+    assert metrics["Slides"] == "4" and int(metrics["Cells"]) > 0
 
 
 def test_login_form_logs_a_reader_in(demo_env):

@@ -70,7 +70,7 @@ def test_wrong_password_is_refused_with_a_message(page: Page, app_server: str) -
 def test_reader_sees_home_metrics_and_slides_and_every_page_renders(page: Page, app_server: str) -> None:
     login(page, app_server, "reader1", PASSWORDS["reader1"])
     slides_metric = page.get_by_test_id("stMetric").filter(has_text="Slides")
-    expect(slides_metric.get_by_test_id("stMetricValue")).to_have_text("3")
+    expect(slides_metric.get_by_test_id("stMetricValue")).to_have_text("4")
     expect(page.get_by_test_id("stDataFrame").get_by_text("SYN-001", exact=True)).to_have_count(1)
     assert_no_exception(page, "the home page")
     save_screenshot(page, "reader-0-home")
