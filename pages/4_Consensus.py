@@ -1,14 +1,55 @@
 """Consensus page: settle the cells on which two readers disagree, from the keyboard."""
 
+import pandas as pd
 import streamlit as st
 
-from mdsdys import consensus, review, ui
+from mdsdys import agreement, charts, consensus, review, ui
 from mdsdys.errors import MdsdysError
+from mdsdys.store.consensus import active_readers
 from mdsdys.store.slides import list_slides
 
 ui.page_setup("Consensus")
 st.title("Consensus")
 user = ui.require_login()
+
+def agreement_view(user, slide) -> None:
+    """Kappa with raw agreement, the reader x reader confusion, readers vs consensus, model vs final labels."""
+    with ui.store() as db:
+        readers = active_readers(db)
+    if len(readers) < 2:
+        st.info("Agreement needs two readers who have both read cells.")
+        return
+    names = dict(readers)
+    pick = st.columns(3)
+    reader_a = pick[0].selectbox("Reader A", list(names), format_func=names.get, key="agree_a")
+    reader_b = pick[1].selectbox("Reader B", list(names), index=1, format_func=names.get, key="agree_b")
+    scheme = pick[2].selectbox("Scheme", sorted({s.scheme_name for s in slides}), key="agree_scheme")
+    slide_id = slide.id if slide else None
+    try:
+        with ui.store() as db:
+            result = agreement.reader_agreement(db, user, reader_a, reader_b, scheme, slide_id)
+            versus = {names[r]: agreement.against_consensus(db, user, r, slide_id) for r in (reader_a, reader_b)}
+            model = agreement.model_against_final(db, user, scheme, slide_id)
+            decisions = agreement.decision_agreement(db, user, reader_a, reader_b)
+    except MdsdysError as exc:
+        ui.show_error(exc)
+        return
+    overall = result["overall"]
+    metrics = st.columns(3)
+    metrics[0].metric("Cohen's kappa", "n/a" if overall["kappa"] is None else f"{overall['kappa']:.2f}")
+    metrics[1].metric("Raw agreement", "n/a" if overall["agreement"] is None else f"{overall['agreement']:.0%}")
+    metrics[2].metric("Cells both read", overall["n"])
+    rows = [{"group": f"lineage: {k}", **v} for k, v in result["per_lineage"].items()]
+    rows += [{"group": f"class: {k} vs rest", **v} for k, v in result["per_class"].items()]
+    rows += [{"group": f"{name} vs consensus", **v} for name, v in versus.items()]
+    rows += [{"group": "model vs final labels (CellaVision: kappa 0.52)", **{k: model[k] for k in ("kappa", "agreement", "n")}}]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="agree_table")
+    st.plotly_chart(charts.confusion_heatmap(result["confusion"], result["codes"],
+                                             f"{names[reader_a]} (rows) x {names[reader_b]} (columns)"),
+                    key="agree_confusion")
+    st.write("**Decision-level agreement per slide** (each reader's own reads)")
+    st.dataframe(pd.DataFrame(decisions), hide_index=True, key="agree_decisions")
+
 
 QUEUE_LABELS = {
     "disagree_class": "Readers disagree on the class",
@@ -22,9 +63,14 @@ with ui.store() as db:
     slides = list_slides(db)
 
 with st.sidebar:
+    view_mode = st.radio("View", ["Settle disagreements", "Agreement statistics"], key="consensus_view")
     slide = st.selectbox("Slide", [None, *slides], format_func=lambda s: "All slides" if s is None else s.case_id,
                          key="consensus_slide")
     queue = st.radio("Queue", list(QUEUE_LABELS), format_func=QUEUE_LABELS.get, key="consensus_queue")
+
+if view_mode == "Agreement statistics":
+    agreement_view(user, slide)
+    st.stop()
 
 skipped = st.session_state.setdefault("consensus_skipped", [])
 with ui.store() as db:

@@ -84,3 +84,31 @@ def has_own_read(db: Database, reader_id: int, cell_id: int) -> bool:
     """Whether this reader has a current read of the cell."""
     return db.execute("SELECT 1 FROM reads WHERE cell_id = ? AND reader_id = ? AND is_current = 1",
                       [cell_id, reader_id]).fetchone() is not None
+
+
+def paired_reads(db: Database, reader_a: int, reader_b: int, slide_id: int | None = None) -> list[tuple[int, int, str, str]]:
+    """(cell id, slide id, code by A, code by B) for every cell both readers have read."""
+    return db.execute(
+        """
+        SELECT a.cell_id, c.slide_id, a.code, b.code FROM reads a
+        JOIN reads b ON b.cell_id = a.cell_id AND b.reader_id = ? AND b.is_current = 1 AND b.source = 'reader'
+        JOIN cells c ON c.id = a.cell_id
+        WHERE a.reader_id = ? AND a.is_current = 1 AND a.source = 'reader' AND (? IS NULL OR c.slide_id = ?)
+        ORDER BY a.cell_id
+        """, [reader_b, reader_a, slide_id, slide_id],
+    ).fetchall()
+
+
+def reads_against_consensus(db: Database, reader_id: int, slide_id: int | None = None) -> list[tuple[str, str]]:
+    """(reader's code, consensus code) for cells with both."""
+    return db.execute(
+        "SELECT r.code, k.code FROM reads r JOIN consensus k ON k.cell_id = r.cell_id JOIN cells c ON c.id = r.cell_id "
+        "WHERE r.reader_id = ? AND r.is_current = 1 AND (? IS NULL OR c.slide_id = ?)", [reader_id, slide_id, slide_id],
+    ).fetchall()
+
+
+def active_readers(db: Database) -> list[tuple[int, str]]:
+    """(id, name) of everyone with a current read (imports excluded), by name."""
+    return db.execute(
+        "SELECT DISTINCT u.id, u.username FROM reads r JOIN users u ON u.id = r.reader_id "
+        "WHERE r.is_current = 1 AND r.source = 'reader' ORDER BY u.username").fetchall()
