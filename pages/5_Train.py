@@ -3,9 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import charts, training, ui
+from mdsdys import charts, models_view, promotion, training, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.jobs import list_jobs, request_cancel
+from mdsdys.store.models import list_models
 from mdsdys.store.slides import list_scheme_names
 
 ui.page_setup("Train")
@@ -44,7 +45,7 @@ def live_progress() -> None:
 
 
 live_progress()
-segmenter_tab, classifier_tab, jobs_tab = st.tabs(["Segmenter", "Classifier", "All jobs"])
+segmenter_tab, classifier_tab, models_tab, jobs_tab = st.tabs(["Segmenter", "Classifier", "Models", "All jobs"])
 
 with segmenter_tab:
     with ui.store() as db:
@@ -93,6 +94,46 @@ with classifier_tab:
             st.success(f"Queued as job {job_id}; progress shows above.")
         except MdsdysError as exc:
             ui.show_error(exc)
+
+with models_tab:
+    kind = st.radio("Kind", ["classifier", "segmenter"], horizontal=True, key="models_kind")
+    with ui.store() as db:
+        versions = list_models(db, kind)
+    if not versions:
+        st.info(f"No {kind} has been trained yet.")
+    else:
+        st.dataframe(pd.DataFrame(models_view.version_rows(versions)), hide_index=True, key="models_table")
+        chosen = st.multiselect("Compare versions side by side", [v.version for v in versions],
+                                default=[v.version for v in versions[:2]], key="models_compare")
+        compared = [v for v in versions if v.version in chosen]
+        if compared:
+            st.dataframe(pd.DataFrame(models_view.comparison_rows(compared)), hide_index=True,
+                         key="models_comparison")
+            columns = st.columns(len(compared))
+            for column, version in zip(columns, compared):
+                confusion = version.metrics.get("confusion")
+                if confusion:
+                    column.plotly_chart(charts.confusion_heatmap(confusion, version.metrics.get("codes", []),
+                                                                 version.version), key=f"models_cm_{version.id}")
+        with st.form("promote_form"):
+            target = st.selectbox("Version", [v.version for v in versions], key="models_target")
+            force = st.checkbox("Force (promote even if it scores lower than the active version)", key="models_force")
+            promote, roll_back = st.columns(2)
+            do_promote = promote.form_submit_button("Promote")
+            do_rollback = roll_back.form_submit_button("Roll back to this version")
+        if do_promote or do_rollback:
+            record = next(v for v in versions if v.version == target)
+            try:
+                with ui.store() as db:
+                    if do_promote:
+                        gate = promotion.promote(db, ui.settings(), user, record.id, force)
+                        st.success(f"{target} is now active. {gate.reason}")
+                    else:
+                        promotion.rollback(db, ui.settings(), user, record.id)
+                        st.success(f"Rolled back: {target} is active again.")
+                st.caption("Detection or proposals are being re-run in the background for cells nobody has read.")
+            except MdsdysError as exc:
+                ui.show_error(exc)
 
 with jobs_tab:
     with ui.store() as db:

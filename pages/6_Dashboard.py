@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from mdsdys import charts, dashboard, export, review, ui
+from mdsdys import charts, dashboard, export, performance, review, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.patches import list_patches
 from mdsdys.store.slides import load_scheme
@@ -108,3 +108,32 @@ if user.role in ("adjudicator", "admin"):
         if ready_key in st.session_state:
             column.download_button(f"Download {filename}", st.session_state[ready_key], file_name=filename,
                                    mime=mime, key=f"dash_download_{name}")
+
+if user.role in ("adjudicator", "admin"):
+    st.subheader("Model performance")
+    st.caption("The active classifier scored as the paper reports it (Table 3, Fig. 1, Table 4), "
+               "on its frozen test split or on every cell with a consensus label.")
+    chosen = st.columns(2)
+    perf_scheme = chosen[0].selectbox("Scheme", sorted({s.scheme for s in summaries}), key="perf_scheme")
+    perf_set = chosen[1].radio("Cells", performance.EVALUATION_SETS, horizontal=True, key="perf_set",
+                               format_func={"test": "frozen test split", "consensus": "consensus labels"}.get)
+    perf_key = f"perf_{perf_scheme}_{perf_set}"
+    if st.button("Score the active classifier", key="perf_run"):
+        try:
+            with ui.store() as db:
+                st.session_state[perf_key] = performance.model_performance(db, user, perf_scheme, perf_set)
+        except MdsdysError as exc:
+            ui.show_error(exc)
+    if perf := st.session_state.get(perf_key):
+        report = perf["report"]
+        st.write(f"**{perf['version']}** on {perf['n']} cells: macro-F1 {report['macro_f1']:.3f}, "
+                 f"accuracy {report['accuracy']:.3f}, calibration error (ECE) {report['ece']:.3f}.")
+        st.dataframe(pd.DataFrame(performance.table3_rows(report)), hide_index=True, key="perf_table3")
+        with ui.store() as db:
+            colors = {c.code: c.color for c in load_scheme(db, perf_scheme).classes}
+        aucs = {code: m.get("auc") for code, m in report["per_class"].items()}
+        left, right = st.columns(2)
+        left.plotly_chart(charts.roc_figure(perf["roc"], aucs, colors), key="perf_roc")
+        right.plotly_chart(charts.confusion_heatmap(report["confusion"], report["codes"], "Confusion"),
+                           key="perf_confusion")
+        st.plotly_chart(charts.reliability_figure(perf["reliability"]), key="perf_reliability")
