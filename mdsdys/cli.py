@@ -1,4 +1,7 @@
-"""The `mdsdys` command: a thin layer over the library (sqlite-utils style)."""
+"""The `mdsdys` command: a thin layer over the library (sqlite-utils style).
+
+Commands that need torch import their modules inside the command, so `mdsdys status` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,18 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mdsdys import admin, auth, demo, ingest, jobs
 from mdsdys.backup import backup_store, restore_store
 from mdsdys.config import REPO_ROOT, Settings, load_settings
 from mdsdys.errors import MdsdysError
-from mdsdys.schemes import load_scheme_file
+from mdsdys.schemes import DEFAULT_SCHEME_NAME, load_scheme_file
 from mdsdys.store import check_integrity, connect
-from mdsdys.store.slides import ensure_default_scheme
+from mdsdys.store.models import active_model
+from mdsdys.store.slides import ensure_default_scheme, find_slide
 from mdsdys.store.stats import store_counts
 from mdsdys.store.users import ROLES, system_user
 
@@ -148,6 +153,99 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _epoch_bar(label: str, metric: str) -> Callable[[Any], None]:
+    bar = ProgressBar(label)
+
+    def on_epoch(report: Any) -> None:
+        bar(report.epoch, report.epochs, "")
+        value = getattr(report, metric, None)
+        if value is not None and not sys.stderr.isatty():
+            sys.stderr.write(f"  epoch {report.epoch}: {metric} {value:.3f}\n")
+    return on_epoch
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train the segmenter on every stored mask, or a scheme's classifier on its human labels."""
+    from mdsdys import segtrain, training
+    from mdsdys.clstrain import ClsTrainConfig
+    from mdsdys.tasks import apply_overrides
+    overrides = json.loads(args.settings) if args.settings else {}
+    if args.what == "segmenter":
+        config = apply_overrides(segtrain.SegTrainConfig(), overrides)
+        result, record = segtrain.train_from_store(settings, config, None, _epoch_bar("Training segmenter", "val_dice"))
+        print(f"Segmenter {record.version} ({record.status}): validation Dice {result.metrics['val_dice']:.3f}, "
+              f"split {result.split}.")
+        return 0
+    if args.arch:
+        overrides["arch"] = args.arch
+    config = apply_overrides(ClsTrainConfig(), overrides)
+    result, record = training.train_classifier_from_store(settings, args.scheme, config, None,
+                                                          _epoch_bar("Training classifier", "val_macro_f1"))
+    print(f"Classifier {record.version} ({record.status}) for scheme {args.scheme}: test macro-F1 "
+          f"{result.metrics.get('macro_f1', float('nan')):.3f} ({result.split.kind} split).")
+    return 0
+
+
+def _slide_id(db: Any, name: str) -> int:
+    slide = find_slide(db, name)
+    if slide is None:
+        raise MdsdysError(f"No slide named {name!r}; 'mdsdys status' lists how many there are.")
+    return slide.id
+
+
+def cmd_segment(args: argparse.Namespace, settings: Settings) -> int:
+    """Detect the cells of a slide with the active segmenter (read cells are kept)."""
+    from mdsdys import detect
+    with connect(settings.db_path) as db:
+        record = active_model(db, "segmenter")
+        if record is None:
+            raise MdsdysError("No segmenter yet: run 'mdsdys train segmenter' first.")
+        summary = detect.segment_slide(db, _slide_id(db, args.slide), record, ProgressBar(f"Segmenting {args.slide}"))
+    print(f"Slide {args.slide}: {summary['cells']} nuclei found; {summary['added']} cells added, "
+          f"{summary['removed']} unread cells replaced; nucleus diameter {summary['diameter']:.1f} px"
+          + (" (estimated)" if summary["diameter_estimated"] else "") + ".")
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Store the active classifier's proposals for every cell of a slide."""
+    from mdsdys.proposals import propose_labels
+    bar = ProgressBar(f"Classifying {args.slide}")
+    with connect(settings.db_path) as db:
+        n = propose_labels(db, _slide_id(db, args.slide), progress=lambda done, total: bar(done, total, ""))
+    print(f"Slide {args.slide}: proposals stored for {n} cells.")
+    return 0
+
+
+def cmd_eval_segmenter(args: argparse.Namespace, settings: Settings) -> int:
+    """Evaluate the active segmenter on DIR/images + DIR/masks; write dice, iou and object_f1 as JSON."""
+    from mdsdys.segment import evaluate_segmenter, load_mask_pairs, load_segmenter
+    with connect(settings.db_path) as db:
+        record = active_model(db, "segmenter")
+    if record is None:
+        raise MdsdysError("No segmenter yet: run 'mdsdys train segmenter' first.")
+    result = evaluate_segmenter(load_segmenter(record.path), load_mask_pairs(args.dir), args.diameter)
+    result["model"] = record.version
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"Dice {result['dice']:.3f}, IoU {result['iou']:.3f}, object F1 {result['object_f1']:.3f} "
+          f"on {result['n']} fields (nucleus diameter {result['diameter']:.1f} px).")
+    return 0
+
+
+def cmd_eval_classifier(args: argparse.Namespace, settings: Settings) -> int:
+    """Evaluate the scheme's active classifier on DIR (one folder per class); JSON plus a markdown table."""
+    from mdsdys.classify import load_classifier
+    from mdsdys.evaluate import evaluate_classifier, markdown_table
+    with connect(settings.db_path) as db:
+        record = active_model(db, "classifier", args.scheme)
+    if record is None:
+        raise MdsdysError(f"No classifier for scheme {args.scheme!r} yet: run 'mdsdys train classifier' first.")
+    result = evaluate_classifier(load_classifier(record.path), Path(args.dir))
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(markdown_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="mdsdys", description="Find dysplastic cells in bone-marrow smears.")
@@ -184,6 +282,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=ROLES, default="reader")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("train", help="train the segmenter or a classifier now, with a progress bar")
+    p.add_argument("what", choices=["segmenter", "classifier"])
+    p.add_argument("--scheme", default=DEFAULT_SCHEME_NAME, help="label scheme (classifier only)")
+    p.add_argument("--arch", help="classifier architecture, e.g. resnet18 or inception_v3")
+    p.add_argument("--settings", help='advanced settings as JSON, e.g. \'{"epochs": 5}\'')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("segment", help="detect the cells of a slide with the active segmenter")
+    p.add_argument("slide")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("propose", help="store the active classifier's proposals for a slide's cells")
+    p.add_argument("slide")
+    p.set_defaults(func=cmd_propose)
+
+    p = sub.add_parser("eval-segmenter", help="score the active segmenter on DIR/images and DIR/masks")
+    p.add_argument("dir")
+    p.add_argument("--diameter", type=float, help="nucleus diameter in px (estimated when left out)")
+    p.add_argument("--json", required=True, help="write the figures to this file")
+    p.set_defaults(func=cmd_eval_segmenter)
+
+    p = sub.add_parser("eval-classifier", help="score a scheme's active classifier on DIR/<class>/*")
+    p.add_argument("dir")
+    p.add_argument("--scheme", default=DEFAULT_SCHEME_NAME)
+    p.add_argument("--json", required=True, help="write the figures to this file")
+    p.set_defaults(func=cmd_eval_classifier)
 
     p = sub.add_parser("worker", help="run queued background jobs (training, detection, proposals)")
     p.add_argument("--idle-exit", type=float, default=jobs.IDLE_EXIT_S, help="seconds idle before exiting")

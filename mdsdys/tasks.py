@@ -11,17 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 from mdsdys import detect, segtrain
-from mdsdys.classify import ClsTrainConfig, train_classifier
+from mdsdys.clstrain import ClsTrainConfig
 from mdsdys.errors import MdsdysError
 from mdsdys.jobs import JobContext, job_handler
-from mdsdys.proposals import propose_labels, training_samples
-from mdsdys.registry import load_checkpoint, register_model
+from mdsdys.proposals import propose_labels
 from mdsdys.schemes import DEFAULT_SCHEME_NAME
 from mdsdys.segtrain import SegTrainConfig
 from mdsdys.store import connect
 from mdsdys.store.models import active_model
-from mdsdys.store.slides import list_slides, load_scheme
+from mdsdys.store.slides import list_slides
 from mdsdys.store.users import User, get_user, system_user
+from mdsdys.training import train_classifier_from_store
 
 
 def _job_user(ctx: JobContext) -> User:
@@ -104,15 +104,8 @@ def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None
     scheme_name = overrides.pop("scheme", DEFAULT_SCHEME_NAME)
     config = apply_overrides(ClsTrainConfig(), overrides)
     ctx.report(stage="reading labelled cells", metric="val_macro_f1")
-    with connect(ctx.settings.db_path) as db:
-        scheme = load_scheme(db, scheme_name)
-        samples = training_samples(db, scheme_name, size=config.input_size)
-        current = active_model(db, "classifier", scheme_name)
-    frozen = load_checkpoint(current.path).get("test_cells") if current else None
-    result = train_classifier(samples, scheme, config, _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop,
-                              frozen_test=frozen)
-    with connect(ctx.settings.db_path) as db:
-        record = register_model(db, ctx.settings.models_dir, result.checkpoint, _job_user(ctx))
+    result, record = train_classifier_from_store(ctx.settings, scheme_name, config, _job_user(ctx),
+                                                 _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop)
     return {"model_id": record.id, "version": record.version, "status": record.status,
             "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind}
 

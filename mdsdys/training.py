@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from sqlite_utils import Database
 
 from mdsdys import auth, jobs
 from mdsdys.archs import list_models
-from mdsdys.classify import ClsTrainConfig
+from mdsdys.clstrain import ClsTrainConfig, train_classifier
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
+from mdsdys.proposals import training_samples
+from mdsdys.registry import load_checkpoint, register_model
 from mdsdys.segtrain import MIN_MASKS, SegTrainConfig
 from mdsdys.store import connect
 from mdsdys.store.jobs import has_active_job
 from mdsdys.store.labels import final_labels
+from mdsdys.store.models import ModelRecord, active_model
 from mdsdys.store.patches import mask_counts_by_slide
+from mdsdys.store.slides import load_scheme
 from mdsdys.store.users import User
 
 TRAIN_ROLES = ("adjudicator",)
@@ -73,3 +78,22 @@ def classifier_archs() -> list[str]:
 def classifier_defaults() -> dict[str, Any]:
     """The default classifier training settings."""
     return dataclasses.asdict(ClsTrainConfig())
+
+
+def train_classifier_from_store(settings: Settings, scheme_name: str, config: ClsTrainConfig, user: User | None = None,
+                                on_epoch: Callable[[Any], None] | None = None,
+                                should_stop: Callable[[], bool] | None = None) -> tuple[Any, ModelRecord]:
+    """`mdsdys train classifier` and the worker: train on the scheme's human labels, then register.
+
+    When the scheme has an active classifier, the new one is tested on the same frozen test cells,
+    so the promotion gate compares like with like. Connections are not held while training.
+    """
+    with connect(settings.db_path) as db:
+        scheme = load_scheme(db, scheme_name)
+        samples = training_samples(db, scheme_name, size=config.input_size)
+        current = active_model(db, "classifier", scheme_name)
+    frozen = load_checkpoint(current.path).get("test_cells") if current else None
+    result = train_classifier(samples, scheme, config, on_epoch, should_stop, frozen_test=frozen)
+    with connect(settings.db_path) as db:
+        record = register_model(db, settings.models_dir, result.checkpoint, user)
+    return result, record

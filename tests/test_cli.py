@@ -64,7 +64,11 @@ def test_demo_no_serve_builds_the_synthetic_study(home):
     counts = json.loads(subprocess.run(
         [sys.executable, "-m", "mdsdys.cli", "status", "--json"], env=os.environ | {"MDSDYS_HOME": str(env_home)},
         capture_output=True, text=True, timeout=60).stdout)
-    assert counts["slides"] == 3 and counts["cells"] > 0 and counts["masks"] > 0
+    # 3 field slides waiting for the segmenter + the labelled training slide; the first models are queued.
+    assert counts["slides"] == 4 and counts["masks"] > 0 and counts["cells"] == 8 * 24
+    assert counts["jobs"] == 1 and "in the background" in result.stdout
+    again = _mdsdys(home, "demo", "--no-serve", "--home", str(home / "demo"))
+    assert "already present" in again.stdout and "in the background" not in again.stdout
 
 
 @pytest.mark.parametrize("command", sorted(build_parser()._subparsers._group_actions[0].choices))
