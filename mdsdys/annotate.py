@@ -15,13 +15,18 @@ from PIL import Image
 from scipy import ndimage
 from sqlite_utils import Database
 
+from mdsdys.detect import slide_diameter
 from mdsdys.errors import MdsdysError
 from mdsdys.images import encode_png, read_rgb
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
-from mdsdys.store.patches import get_masks, get_patch_image, save_mask
+from mdsdys.segment import load_segmenter, segment_patch
+from mdsdys.segtrain import MIN_MASKS
+from mdsdys.store.models import active_model
+from mdsdys.store.patches import get_masks, get_patch_image, patch_slide, save_mask
 from mdsdys.store.users import User
 
+MIN_MASKS_FIRST_MODEL = MIN_MASKS
 NUCLEUS_RGBA = (255, 0, 255, 110)   # translucent magenta: the nucleus stays visible under the brush
 ERASE_RGB = (0, 255, 0)             # opaque green marks erased pixels
 MASK_SOURCES = ("drawn", "model_seeded")
@@ -133,3 +138,14 @@ def save_annotation(db: Database, user: User, patch_id: int, mask: np.ndarray, s
         log_action(db, user, "mask_save", "patch", patch_id,
                    after={"source": source, "nuclei": nuclei, "new": created})
     return nuclei
+
+
+def model_mask(db: Database, patch_id: int) -> np.ndarray:
+    """The active segmenter's nuclei on a field, (H, W) uint8 255 = nucleus, to correct by hand."""
+    record = active_model(db, "segmenter")
+    if record is None:
+        raise MaskError(f"There is no segmenter yet. Save at least {MIN_MASKS} masks and train one on the Train page.")
+    model = load_segmenter(record.path)
+    slide_id = patch_slide(db, patch_id)
+    diameter, _ = slide_diameter(db, slide_id, model)
+    return segment_patch(model, field_image(db, patch_id), diameter).mask

@@ -1,28 +1,94 @@
-"""Annotate page: nucleus masks on smear fields, which train the segmenter."""
+"""Annotate page: draw nucleus masks on smear fields; they train the segmenter."""
 
-import pandas as pd
+import numpy as np
 import streamlit as st
+from streamlit_drawable_canvas import st_canvas
 
-from mdsdys import ui
-from mdsdys.store.patches import list_patches
-from mdsdys.store.slides import list_slides
+from mdsdys import annotate, ui
+from mdsdys.errors import MdsdysError
+from mdsdys.store.patches import annotation_queue
 
 ui.page_setup("Annotate")
 st.title("Annotate nucleus masks")
 user = ui.require_login()
 
 with ui.store() as db:
-    slides = list_slides(db)
-    patches = {s.case_id: list_patches(db, s.id) for s in slides}
-
-fields = [dict(p, slide=name) for name, rows in patches.items() for p in rows]
-if not fields:
+    queue = annotation_queue(db)
+if not queue:
     st.info("No smear fields to annotate yet. Import fields on the Import page (or run `mdsdys demo`).")
     st.stop()
 
-masked = sum(1 for f in fields if f["masks"])
-st.metric("Fields with at least one mask", f"{masked} of {len(fields)}")
-st.dataframe(pd.DataFrame(fields)[["slide", "name", "width", "height", "masks"]], hide_index=True,
-             key="annotate_fields")
-st.info("Drawing on the canvas comes with the segmentation issue (#3); masks imported with "
-        "`mdsdys import-masks` are already counted here.")
+masked = sum(1 for field in queue if field["masks"])
+st.caption(f"{masked} of {len(queue)} fields have a mask. A first segmenter needs at least "
+           f"{annotate.MIN_MASKS_FIRST_MODEL} masked fields; more, from several slides, make it better.")
+
+position = st.session_state.setdefault("annotate_position", 0) % len(queue)
+field = queue[position]
+with ui.store() as db:
+    image = annotate.field_image(db, field["id"])
+    saved_mask, saved_source = annotate.current_mask(db, user, field["id"])
+base = st.session_state.get(f"annotate_base_{field['id']}", saved_mask)
+source = st.session_state.get(f"annotate_source_{field['id']}", saved_source or "drawn")
+
+views = annotate.plan_views(field["width"], field["height"])
+with st.sidebar:
+    st.write(f"**{field['name']}** · slide {field['slide']} · {field['width']}x{field['height']} px")
+    view_index = st.selectbox("View", range(len(views)), key="annotate_view",
+                              format_func=lambda i: f"part {i + 1} of {len(views)}") if len(views) > 1 else 0
+    tool = st.radio("Tool", ["Brush", "Polygon", "Eraser"], key="annotate_tool", horizontal=True)
+    width = st.slider("Brush width (canvas pixels)", 2, 60, 14, key="annotate_brush")
+view = views[view_index]
+canvas_w, canvas_h = annotate.canvas_size(view)
+stroke = annotate.ERASE_RGB if tool == "Eraser" else annotate.NUCLEUS_RGBA[:3]
+color = "rgb({},{},{})".format(*stroke) if tool == "Eraser" else "rgba({},{},{},{:.2f})".format(
+    *annotate.NUCLEUS_RGBA[:3], annotate.NUCLEUS_RGBA[3] / 255)
+canvas_key = f"annotate_canvas_{field['id']}_{view_index}_{st.session_state.get('annotate_generation', 0)}"
+result = st_canvas(
+    fill_color=color, stroke_width=width, stroke_color=color,
+    background_image=annotate.view_background(image, base, view, (canvas_w, canvas_h)),
+    height=canvas_h, width=canvas_w, drawing_mode="polygon" if tool == "Polygon" else "freedraw",
+    return_image_data=True, key=canvas_key,
+)
+st.caption("Draw over each nucleus; the toolbar under the canvas has undo, redo and clear. "
+           "Tinted areas are already in the mask; the eraser removes them.")
+
+
+def _move(step: int) -> None:
+    st.session_state["annotate_position"] = position + step
+    st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+
+
+def _merged() -> np.ndarray:
+    strokes = result.image_data
+    if strokes is None:
+        return base
+    add, erase = annotate.strokes_to_masks(np.asarray(strokes), view)
+    return annotate.merge_view(base, view, add, erase)
+
+
+buttons = st.columns(5)
+if buttons[0].button("Save", type="primary", key="annotate_save", shortcut="Ctrl+S"):
+    try:
+        with ui.store() as db:
+            nuclei = annotate.save_annotation(db, user, field["id"], _merged(), source)
+        st.session_state[f"annotate_base_{field['id']}"] = _merged()
+        st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+        st.success(f"Saved: {nuclei} nuclei ({source.replace('_', '-')}).")
+    except MdsdysError as exc:
+        ui.show_error(exc)
+buttons[1].button("← Previous", key="annotate_prev", on_click=_move, args=(-1,))
+buttons[2].button("Next →", key="annotate_next", on_click=_move, args=(1,))
+if buttons[3].button("Clear the whole mask", key="annotate_clear"):
+    st.session_state[f"annotate_base_{field['id']}"] = np.zeros_like(saved_mask)
+    st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+    st.rerun()
+if buttons[4].button("Start from the model's mask", key="annotate_seed"):
+    try:
+        with ui.store() as db:
+            seeded = annotate.model_mask(db, field["id"])
+        st.session_state[f"annotate_base_{field['id']}"] = seeded
+        st.session_state[f"annotate_source_{field['id']}"] = "model_seeded"
+        st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+        st.rerun()
+    except MdsdysError as exc:
+        ui.show_error(exc)

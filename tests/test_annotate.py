@@ -81,3 +81,22 @@ def test_fields_without_masks_come_first_in_the_queue(db):
     first = annotation_queue(db)[0]
     annotate.save_annotation(db, ann, first["id"], np.full((40, 48), 255, np.uint8))
     assert [f["masks"] for f in annotation_queue(db)] == [0, 0, 1]
+
+
+@pytest.mark.slow
+def test_start_from_the_models_mask_saves_a_model_seeded_mask_at_field_size(db, home):
+    from mdsdys import segtrain
+    from mdsdys.config import load_settings
+    from mdsdys.demo import build_demo
+    build_demo(db, seed=0, patches_per_slide=4, training_cells_per_class=3)
+    ann = auth.authenticate(db, "reader1", "demo-reader-1")
+    with pytest.raises(annotate.MaskError, match="no segmenter yet"):
+        annotate.model_mask(db, annotation_queue(db)[0]["id"])
+    config = segtrain.SegTrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop=64, max_seconds=None)
+    segtrain.train_from_store(load_settings(), config)
+    field = annotation_queue(db)[0]
+    seeded = annotate.model_mask(db, field["id"])
+    assert seeded.shape == (field["height"], field["width"]) and seeded.dtype == np.uint8
+    seeded[:8, :8] = 255  # a correction, so the mask is never empty
+    annotate.save_annotation(db, ann, field["id"], seeded, source="model_seeded")
+    assert get_masks(db, field["id"])[0]["source"] == "model_seeded"

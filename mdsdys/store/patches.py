@@ -160,3 +160,11 @@ def mask_counts_by_slide(db: Database) -> list[dict]:
         GROUP BY s.id ORDER BY s.case_id
         """
     ))
+
+
+def patch_slide(db: Database, patch_id: int) -> int:
+    """The id of the slide a patch belongs to; raises NotFoundError."""
+    row = db.execute("SELECT slide_id FROM patches WHERE id = ?", [patch_id]).fetchone()
+    if row is None:
+        raise NotFoundError(f"No patch with id {patch_id}.")
+    return row[0]
