@@ -5,7 +5,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from mdsdys import review, ui
+from mdsdys import explain, review, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.reads import reader_progress, slides_with_cells
 from mdsdys.store.review import gallery_rows
@@ -36,6 +36,7 @@ with st.sidebar:
     slide = st.selectbox("Slide", slides, format_func=lambda s: s.case_id, key="review_slide")
     mode = st.radio("Queue", ["Most uncertain first", "Slide order", "Gallery"], key="review_mode")
     hide_model = st.toggle("Hide the model's proposal (avoids automation bias)", key="review_hide_model")
+    show_cam = st.toggle("Show Grad-CAM (where the model looks)", key="review_cam", disabled=hide_model)
     with ui.store() as db:
         row = reader_progress(db, user.id, slide.id)
     st.progress(row["reviewed"] / max(row["cells"], 1), text=f"{row['reviewed']} reviewed, {row['remaining']} left")
@@ -109,7 +110,19 @@ if error := st.session_state.pop("review_error", None):
     st.error(error)
 
 crop_col, context_col, info_col = st.columns([1, 1, 1])
-crop_col.image(view.crop, width=240)
+if show_cam and not hide_model:
+    try:
+        with ui.store() as db:
+            cam = explain.cell_grad_cam(db, user, view.cell.id)
+        crop_col.image(cam.image, width=240)
+        if cam.outside_fraction is not None:
+            note = f"Grad-CAM for {cam.code}: {cam.outside_fraction:.0%} of it lies outside the nucleus"
+            (crop_col.warning if cam.outside_fraction > explain.OUTSIDE_WARNING else crop_col.caption)(note)
+    except MdsdysError as exc:
+        crop_col.caption(str(exc))
+        crop_col.image(view.crop, width=240)
+else:
+    crop_col.image(view.crop, width=240)
 crop_col.caption(f"Cell {view.cell.id} · slide {view.slide}")
 context_col.image(view.context, caption="In its field", width=320)
 with info_col:

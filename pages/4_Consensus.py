@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import agreement, charts, consensus, review, ui
+from mdsdys import agreement, charts, consensus, explain, review, ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.consensus import active_readers
 from mdsdys.store.slides import list_slides
@@ -99,6 +99,13 @@ if error := st.session_state.pop("consensus_error", None):
 
 crop_col, context_col, info_col = st.columns(3)
 crop_col.image(view.crop, width=240)
+try:
+    with ui.store() as db:
+        cam = explain.cell_grad_cam(db, user, item.cell_id)
+    crop_col.image(cam.image, width=240, caption=f"Grad-CAM for {cam.code}" + (
+        f": {cam.outside_fraction:.0%} outside the nucleus" if cam.outside_fraction is not None else ""))
+except MdsdysError as exc:
+    crop_col.caption(str(exc))
 crop_col.caption(f"Cell {view.cell.id} · slide {view.slide}")
 context_col.image(view.context, width=320)
 with info_col:

@@ -1,0 +1,47 @@
+"""Grad-CAM on the review pages: a heatmap over the crop, and its share outside the nucleus."""
+
+import pytest
+
+from conftest import open_page
+from mdsdys import auth, explain
+from mdsdys.clstrain import ClsTrainConfig
+from mdsdys.config import load_settings
+from mdsdys.demo import build_demo
+from mdsdys.errors import MdsdysError
+from mdsdys.proposals import propose_labels
+from mdsdys.store.cells import list_cells
+from mdsdys.store.slides import list_slides
+from mdsdys.training import train_classifier_from_store
+
+
+@pytest.fixture
+def trained(db, home):
+    build_demo(db, seed=0, patches_per_slide=1, training_cells_per_class=6)
+    reader = auth.authenticate(db, "reader1", "demo-reader-1")
+    slide = list_slides(db)[0]
+    cell = list_cells(db, slide.id)[0]
+    with pytest.raises(MdsdysError, match="No classifier"):
+        explain.cell_grad_cam(db, reader, cell.id)
+    train_classifier_from_store(load_settings(), "mds8", ClsTrainConfig(epochs=3, batch_size=8, input_size=32))
+    propose_labels(db, slide.id)
+    return reader, slide, cell
+
+
+@pytest.mark.slow
+def test_grad_cam_overlays_the_crop_and_measures_mass_outside_the_nucleus(db, trained):
+    reader, _, cell = trained
+    view = explain.cell_grad_cam(db, reader, cell.id)
+    again = explain.cell_grad_cam(db, reader, cell.id)  # cached
+    assert view.image.shape[2] == 3 and view.image.shape[0] == view.image.shape[1]
+    assert 0.0 <= view.outside_fraction <= 1.0 and again.outside_fraction == view.outside_fraction
+    assert explain.cell_grad_cam(db, reader, cell.id, code="BL").code == "BL"
+
+
+@pytest.mark.slow
+def test_the_review_page_shows_grad_cam_when_toggled(db, trained):
+    reader, _, _ = trained
+    at = open_page("pages/3_Review.py", reader.id)
+    at.toggle(key="review_cam").set_value(True).run()
+    assert not at.exception and not at.error
+    notes = " ".join(str(e.value) for e in [*at.caption, *at.warning])
+    assert "outside the nucleus" in notes
