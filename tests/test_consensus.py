@@ -130,3 +130,45 @@ def test_admin_audit_view_filters_and_exports_csv(db, readers):
     assert len(text.splitlines()) == len(rows) + 1
     with pytest.raises(PermissionDeniedError):
         admin_actions.audit_rows(db, judge)
+
+
+@pytest.mark.slow
+def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
+    """Reads, consensus, masks, imports, exports, training, promotion, rollback, accounts and logins."""
+    from conftest import image_bytes
+
+    from mdsdys import annotate, export, ingest, promotion, segtrain
+    from mdsdys.config import load_settings
+    from mdsdys.demo import build_demo
+    from mdsdys.store.models import list_models
+    from mdsdys.store.patches import annotation_queue
+    from mdsdys.store.slides import list_slides
+    build_demo(db, seed=0, patches_per_slide=4, training_cells_per_class=3)
+    boss = auth.authenticate(db, "admin", "demo-admin-pass")
+    with pytest.raises(MdsdysError):
+        auth.authenticate(db, "reader1", "wrong-password")
+    judge = auth.authenticate(db, "adjudicator", "demo-adjudicator")
+    reader = auth.authenticate(db, "reader1", "demo-reader-1")
+    new = auth.create_user(db, "carl", "password-c", "reader", by=boss)
+    auth.change_role(db, boss, new.id, "adjudicator")
+    slide = list_slides(db)[0]
+    field = ingest.import_patches(db, slide.case_id, [ingest.SourceFile("x.png", lambda: image_bytes(9))])
+    assert field.added == 1
+    first = annotation_queue(db)[0]
+    annotate.save_annotation(db, reader, first["id"], np.full((first["height"], first["width"]), 255, np.uint8))
+    cell = db.execute("SELECT id FROM cells WHERE slide_id = ? LIMIT 1", [slide.id]).fetchone()[0]
+    review.record_read(db, reader, cell, "EN")
+    review.record_read(db, reader, cell, "ED")
+    review.record_read(db, auth.authenticate(db, "reader2", "demo-reader-2"), cell, "GN")
+    consensus.decide(db, judge, cell, "ED", [], "reader_error")
+    export.cells_csv(db, judge, slide.id)
+    config = segtrain.SegTrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, crop=64, max_seconds=None)
+    segtrain.train_from_store(load_settings(), config, boss)
+    segtrain.train_from_store(load_settings(), config, boss)
+    first_model, second_model = sorted(m.id for m in list_models(db, "segmenter"))
+    promotion.promote(db, load_settings(), boss, second_model, force=True, start_worker=False)
+    promotion.rollback(db, load_settings(), boss, first_model, start_worker=False)
+    actions = {row["action"] for row in list_audit(db, limit=10_000)}
+    assert {"login", "login_failed", "user_create", "user_role", "import_patches", "import_cells", "mask_save",
+            "read", "read_change", "consensus", "export", "model_train", "model_promote", "model_rollback",
+            "job_queue"} <= actions
