@@ -133,3 +133,17 @@ def replaceable_cells(db: Database, patch_id: int) -> list[tuple[tuple[int, int,
         "AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.cell_id = c.id) "
         "AND NOT EXISTS (SELECT 1 FROM consensus k WHERE k.cell_id = c.id)", [patch_id]).fetchall()
     return [((r[0], r[1], r[2], r[3]), r[4]) for r in rows]
+
+
+def patch_image_data(db: Database, patch_ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored image bytes of several patches in one query: {patch id: JPEG/PNG bytes}."""
+    wanted = sorted(set(int(p) for p in patch_ids))
+    result: dict[int, bytes] = {}
+    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
+        chunk = wanted[start:start + 500]
+        rows = db.execute(
+            f"SELECT p.id, i.data FROM patches p JOIN images i ON i.sha256 = p.image_sha256 "
+            f"WHERE p.id IN ({', '.join('?' * len(chunk))})", chunk,
+        ).fetchall()
+        result.update((row[0], row[1]) for row in rows)
+    return result

@@ -6,7 +6,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -22,7 +22,7 @@ _migrate_lock = threading.Lock()
 
 def utcnow() -> str:
     """The current UTC time as ISO-8601 text, the store's timestamp format."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def open_db(path: Path | str) -> Database:

@@ -1,0 +1,174 @@
+"""From a nucleus probability map (or a classical threshold) to nucleus instances and square cell boxes.
+
+Everything here is numpy/scipy/scikit-image and measures sizes relative to the expected nucleus
+diameter, so the same rules hold at any magnification.
+
+Array conventions: `mask` (H, W) bool or uint8 (nonzero = nucleus); `instances` (H, W) int32,
+0 = background, k = nucleus k; boxes are (x, y, w, h) in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_multiotsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """Rules that turn a probability map into nuclei; every size is a fraction of the nucleus diameter."""
+
+    threshold: float = 0.5  # the probability the network was trained to put on the nucleus edge
+    # Components narrower than 0.4 diameters (~3.5 µm) are platelets or platelet clumps, stain debris
+    # or a sliver of a nucleus cut by the field's edge; the smallest nuclei of nucleated cells (small
+    # lymphocytes, late erythroblasts) are ~0.6-0.7 of a typical one.
+    min_diameter: float = 0.4
+    # A touching neighbour is split off only around a core at least 0.8 diameters across. Two round
+    # nuclei of typical size qualify; the lobes of a neutrophil or eosinophil (each ~0.5-0.7 of the
+    # whole nucleus) do not, so one lobed nucleus stays one cell. Post-processing the 235 BCCD
+    # training masks themselves, 0.3 broke ~20 of their 271 nuclei apart, 0.4 about 3.
+    split_core: float = 0.4  # minimum distance-transform peak, in diameters (radius of the core)
+    split_depth: float = 0.1  # the saddle between two cores must dip by this much (h-maxima)
+    # Pieces less than 0.1 diameters (~1 µm) apart are lobes of one nucleus: one cell, one crop. In
+    # the 235 BCCD training masks, lobes drawn apart lie 0.02-0.09 diameters from each other and the
+    # nuclei of different cells 0.2 or more.
+    lobe_gap: float = 0.1
+    # The cell box reaches half a diameter past the nucleus on each side: the cytoplasm rim of an
+    # erythroblast or a neutrophil (the paper's crops show the whole cell).
+    cell_margin: float = 0.5
+
+
+def equivalent_diameters(instances: np.ndarray) -> np.ndarray:
+    """Diameter (px) of the disc with each instance's area, for labels 1..max."""
+    areas = np.bincount(instances.ravel())[1:]
+    return 2.0 * np.sqrt(areas[areas > 0] / math.pi)
+
+
+def mask_diameter(mask: np.ndarray) -> float | None:
+    """The median equivalent diameter of a mask's connected nuclei, or None for an empty mask.
+
+    This is the app's definition of a slide's "nucleus diameter": training measures it on drawn
+    masks and estimate_diameter measures it on the model's own output.
+    """
+    labels, n = ndimage.label(np.asarray(mask) > 0)
+    return float(np.median(equivalent_diameters(labels))) if n else None
+
+
+def instances_from_mask(mask: np.ndarray, diameter: float, post: PostConfig = PostConfig()) -> np.ndarray:
+    """Fill small holes, split touching nuclei, join lobes, drop specks -> (H, W) int32 instances 1..n."""
+    min_area = math.pi * (post.min_diameter * diameter / 2) ** 2
+    mask = np.asarray(mask) > 0
+    holes = ndimage.binary_fill_holes(mask) & ~mask
+    hole_labels, _ = ndimage.label(holes)
+    small = np.bincount(hole_labels.ravel()) < min_area
+    small[0] = False
+    instances = join_lobes(split_touching(mask | small[hole_labels], diameter, post), post.lobe_gap * diameter)
+    keep = np.bincount(instances.ravel()) >= min_area  # specks go after joining, so a small lobe stays
+    keep[0] = False
+    return renumber(np.where(keep[instances], instances, 0))
+
+
+def join_lobes(instances: np.ndarray, gap: float) -> np.ndarray:
+    """Merge separate components lying within `gap` px of each other into one instance.
+
+    Components that split_touching cut into several nuclei keep their cut: touching nuclei are
+    split by shape, separate pieces joined by distance.
+    """
+    fg = instances > 0
+    if gap <= 0 or not fg.any():
+        return instances
+    components, n = ndimage.label(fg)
+    groups, _ = ndimage.label(ndimage.binary_dilation(fg, iterations=max(1, math.ceil(gap / 2))))
+    pairs = np.unique(np.stack([components[fg], instances[fg]]), axis=1)  # (2, k) distinct (component, instance)
+    cut = np.bincount(pairs[0], minlength=n + 1) > 1  # components the watershed cut
+    group_of = np.zeros(n + 1, np.int64)
+    group_of[components[fg]] = groups[fg]
+    joined = np.where(fg & ~cut[components], group_of[components] + int(instances.max()), instances)
+    return renumber(joined)
+
+
+def split_touching(mask: np.ndarray, diameter: float, post: PostConfig = PostConfig()) -> np.ndarray:
+    """Distance-transform watershed: split a component where two wide cores meet at a narrow neck."""
+    dist = ndimage.distance_transform_edt(mask)
+    cores = h_maxima(dist, post.split_depth * diameter).astype(bool) & (dist >= post.split_core * diameter)
+    markers, _ = ndimage.label(cores)
+    instances = watershed(-dist, markers, mask=mask) if markers.any() else np.zeros(mask.shape, np.int32)
+    rest, _ = ndimage.label(mask & (instances == 0))  # components with no qualifying core stay whole
+    instances = np.where(rest > 0, rest + instances.max(), instances)
+    return renumber(instances)
+
+
+def renumber(instances: np.ndarray) -> np.ndarray:
+    """The same instances numbered 1..n without gaps, in the order of their old labels."""
+    ids = np.unique(instances)
+    ids = ids[ids > 0]
+    lut = np.zeros(int(instances.max()) + 1, np.int32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[instances]
+
+
+def otsu_mask(image: np.ndarray) -> np.ndarray:
+    """The classical baseline: the darkest of three multi-Otsu classes of the green channel.
+
+    Nuclei absorb green most strongly in Romanowsky stains; the middle class holds red cells and
+    cytoplasm, the brightest the glass. Returns (H, W) bool.
+    """
+    green = np.asarray(image)[..., 1]
+    if green.min() == green.max():
+        return np.zeros(green.shape, bool)
+    return green <= threshold_multiotsu(green, classes=3)[0]
+
+
+def nucleus_boxes(instances: np.ndarray) -> list[tuple[int, Box]]:
+    """(label, tight (x, y, w, h) box) of each instance, in label order."""
+    boxes = []
+    for label, found in enumerate(ndimage.find_objects(instances), start=1):
+        if found is not None:
+            ys, xs = found
+            boxes.append((label, (xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)))
+    return boxes
+
+
+def cell_box(nucleus: Box, diameter: float, image_shape: tuple[int, ...], margin: float = 0.5) -> Box:
+    """The whole cell's square box: the nucleus box grown by margin x diameter, squared, moved inside the image.
+
+    Squaring follows the paper, which pads every crop to a square. At a field's edge the square
+    slides inward rather than being clipped, so it stays square and holds only real pixels; it
+    shrinks only when it is larger than the image's shorter side.
+    """
+    x, y, w, h = nucleus
+    height, width = image_shape[:2]
+    grow = round(margin * diameter)
+    side = min(max(w, h) + 2 * grow, height, width)
+    left = round(x + w / 2 - side / 2)
+    top = round(y + h / 2 - side / 2)
+    left, top = min(max(left, 0), width - side), min(max(top, 0), height - side)
+    return left, top, side, side
+
+
+def crop_cell(image: np.ndarray, box: Box, fill: tuple[int, int, int] | int | None = None) -> np.ndarray:
+    """The box cut out of (H, W, 3) uint8 and padded to (S, S, 3), S = max(w, h).
+
+    Parts of the box outside the image, and the squaring margin, are filled with `fill`: the
+    image's background colour (its per-channel 99th percentile, the glass) when None, or e.g. 0
+    for the paper's zero padding.
+    """
+    x, y, w, h = box
+    side = max(w, h)
+    if fill is None:
+        fill = tuple(int(v) for v in np.percentile(image.reshape(-1, image.shape[-1]), 99, axis=0))
+    out = np.empty((side, side, image.shape[2]), np.uint8)
+    out[:] = fill
+    top, left = (side - h) // 2, (side - w) // 2
+    y0, y1 = max(y, 0), min(y + h, image.shape[0])
+    x0, x1 = max(x, 0), min(x + w, image.shape[1])
+    if y1 > y0 and x1 > x0:
+        out[top + y0 - y:top + y1 - y, left + x0 - x:left + x1 - x] = image[y0:y1, x0:x1]
+    return out
