@@ -1,0 +1,319 @@
+"""The cell classifier: registry, training, splits, calibration, checkpoints, proposals and evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mdsdys import registry
+from mdsdys.archs import ARCHITECTURES, UnknownArchitectureError, create_model, get_arch
+from mdsdys.classify import (
+    CellSample,
+    classifier_from_checkpoint,
+    load_classifier,
+    predict_proba,
+)
+from mdsdys.clstrain import (
+    ClsTrainConfig,
+    TrainingCancelled,
+    TrainingDataError,
+    fit_temperature,
+    train_classifier,
+)
+from mdsdys.errors import NotFoundError, SchemeError
+from mdsdys.evaluate import evaluate_classifier, markdown_table
+from mdsdys.ingest import SourceFile, import_cells
+from mdsdys.preprocess import AugmentConfig, decode_crops
+from mdsdys.proposals import NoCellsError, propose_labels, training_samples
+from mdsdys.schemes import scheme_from_folders
+from mdsdys.splits import split_samples
+from mdsdys.store.cells import get_proposal, list_cells, save_proposals
+from mdsdys.store.patches import StoredImage, add_cell, add_patch
+from mdsdys.store.reads import put_read
+from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide
+from mdsdys.store.users import insert_user
+from mdsdys.synth import generate_cell
+
+SCHEME = scheme_from_folders("syn2", ["EN", "GN"])  # what import-cells --scheme syn2 makes of EN/ and GN/
+TINY = ClsTrainConfig(arch="cellnet", input_size=32, epochs=6, batch_size=16, lr=3e-3, patience=6)
+
+
+def synthetic_cells(codes: list[str], per_class: int, seed: int, size: int = 40) -> list[tuple[np.ndarray, str]]:
+    """(crop, code) pairs from the project's seeded single-cell generator."""
+    rng = np.random.default_rng(seed)
+    return [(generate_cell(rng, code, size)[0], code) for code in codes for _ in range(per_class)]
+
+
+def samples_of(cells: list[tuple[np.ndarray, str]], group: str = "SYN-1") -> list[CellSample]:
+    return [CellSample(crop, code, group, i + 1) for i, (crop, code) in enumerate(cells)]
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small classifier trained once on synthetic EN and GN cells (scheme syn2)."""
+    return train_classifier(samples_of(synthetic_cells(["EN", "GN"], 30, seed=1)), SCHEME, TINY)
+
+
+# ---------------------------------------------------------------- registry
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_trains_a_step_and_predicts(arch):
+    size = max(32, get_arch(arch).min_input)
+    config = ClsTrainConfig(arch=arch, input_size=size, epochs=1, batch_size=8, min_per_class=3)
+    cells = synthetic_cells(["EN", "GN"], 5, seed=2, size=36)
+    result = train_classifier(samples_of(cells), SCHEME, config)
+    proba = predict_proba(result.classifier, [c for c, _ in cells[:3]])
+    assert proba.shape == (3, 2)
+    assert np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert math.isfinite(result.history[0].train_loss)
+
+
+def test_unknown_architecture_names_the_choices():
+    with pytest.raises(UnknownArchitectureError, match="resnet18"):
+        create_model("vgg99", 8)
+
+
+# ---------------------------------------------------------------- training
+
+def test_a_small_model_separates_two_synthetic_classes(tiny):
+    fresh = synthetic_cells(["EN", "GN"], 20, seed=99)
+    proba = predict_proba(tiny.classifier, [crop for crop, _ in fresh])
+    truth = np.array([SCHEME.codes.index(code) for _, code in fresh])
+    assert (proba.argmax(1) == truth).mean() >= 0.85  # chance is 0.5
+
+
+def test_training_reports_each_epoch_and_keeps_the_best(tiny):
+    assert [h.epoch for h in tiny.history] == list(range(1, len(tiny.history) + 1))
+    best = tiny.history[-1].best_epoch
+    assert tiny.metrics["best_epoch"] == best
+    assert tiny.metrics["val_macro_f1"] == max(h.val_macro_f1 for h in tiny.history)
+
+
+def test_checkpoint_holds_what_the_registry_and_issue_6_need(tiny):
+    ckpt = tiny.checkpoint
+    assert ckpt["kind"] == "classifier" and ckpt["arch"] == "cellnet"
+    assert ckpt["scheme"]["name"] == "syn2" and ckpt["config"]["input_size"] == 32
+    assert set(ckpt["metrics"]["per_class"]["EN"]) >= {"sensitivity", "specificity", "auc", "f1", "ap", "npv"}
+    assert len(ckpt["metrics"]["confusion"]) == 2
+    assert ckpt["data"]["split"] == "by-cell"  # one slide: stratified by cell, and it says so
+    assert sum(ckpt["data"]["counts"]["test"].values()) == len(ckpt["test_cells"]) > 0
+    assert len(ckpt["test_split_sha256"]) == 64
+    json.dumps(ckpt["metrics"])  # the models table stores it as JSON
+
+
+def test_checkpoint_round_trip_gives_the_same_probabilities(tiny, tmp_path):
+    registry.save_checkpoint(tiny.checkpoint, tmp_path / "m.pt")
+    loaded = load_classifier(tmp_path / "m.pt")
+    crops = [crop for crop, _ in synthetic_cells(["EN", "GN"], 2, seed=5)]
+    assert np.allclose(predict_proba(loaded, crops), predict_proba(tiny.classifier, crops), atol=1e-5)
+    assert loaded.temperature == pytest.approx(tiny.classifier.temperature)
+
+
+def test_a_checkpoint_of_another_kind_is_refused():
+    with pytest.raises(SchemeError, match="not a classifier"):
+        classifier_from_checkpoint({"kind": "segmenter"})
+
+
+def test_training_with_fewer_cells_than_classes_is_refused():
+    with pytest.raises(TrainingDataError, match="Only 1 labelled cells"):
+        train_classifier(samples_of(synthetic_cells(["EN"], 1, seed=0)), SCHEME, TINY)
+
+
+def test_training_with_too_few_cells_of_a_class_names_the_class():
+    cells = synthetic_cells(["EN"], 6, seed=0) + synthetic_cells(["GN"], 2, seed=0)
+    with pytest.raises(TrainingDataError, match=r"GN \(2\)"):
+        train_classifier(samples_of(cells), SCHEME, TINY)
+
+
+def test_labels_outside_the_scheme_are_refused():
+    with pytest.raises(TrainingDataError, match="not classes of scheme"):
+        train_classifier(samples_of(synthetic_cells(["EN", "BL"], 3, seed=0)), SCHEME, TINY)
+
+
+def test_should_stop_cancels_between_batches():
+    calls = []
+    with pytest.raises(TrainingCancelled):
+        train_classifier(samples_of(synthetic_cells(["EN", "GN"], 5, seed=3)), SCHEME, TINY,
+                         on_epoch=calls.append, should_stop=lambda: True)
+    assert calls == []
+
+
+def test_frozen_test_cells_form_the_test_split():
+    samples = samples_of(synthetic_cells(["EN", "GN"], 6, seed=4))
+    config = ClsTrainConfig(arch="cellnet", input_size=32, epochs=1, batch_size=8)
+    result = train_classifier(samples, SCHEME, config, frozen_test={1, 2, 7, 8})
+    assert result.checkpoint["test_cells"] == [1, 2, 7, 8]
+    assert result.checkpoint["data"]["split"] == "frozen-test"
+
+
+def test_temperature_scaling_lowers_nll_of_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    targets = torch.from_numpy(rng.integers(0, 3, 300))
+    guessed = torch.where(torch.from_numpy(rng.random(300) < 0.7), targets, (targets + 1) % 3)
+    logits = 8.0 * torch.nn.functional.one_hot(guessed, 3).double()  # 70% right, ~100% sure
+    temperature = fit_temperature(logits, targets)
+    nll = torch.nn.functional.cross_entropy
+    assert temperature > 1
+    assert nll(logits / temperature, targets) < 0.7 * nll(logits, targets)
+
+
+# ---------------------------------------------------------------- splits
+
+def test_several_slides_are_split_by_slide_with_classes_covered():
+    codes = np.array(["EN", "GN", "ED"] * 40)
+    groups = np.array([f"P{(i // 3) % 6}" for i in range(120)])  # every slide has every class
+    split = split_samples(codes, groups, 0.15, 0.15, seed=0)
+    parts = [set(groups[p]) for p in (split.train, split.val, split.test)]
+    assert split.kind == "by-slide"
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])  # no patient in two parts
+    assert all(set(codes[p]) == {"EN", "GN", "ED"} for p in (split.train, split.val, split.test))
+
+
+def test_a_class_found_on_one_slide_only_stays_in_training():
+    codes = np.array(["EN", "GN"] * 30 + ["MD"] * 4)
+    groups = np.array([f"P{i % 5}" for i in range(60)] + ["P2"] * 4)
+    split = split_samples(codes, groups, 0.2, 0.2, seed=0)
+    assert "MD" in set(codes[split.train])
+    assert len(set(groups[split.train])) >= 2  # and the held-out parts did not swallow most slides
+
+
+def test_two_slides_keep_the_test_slide_apart():
+    codes = np.array(["EN", "GN"] * 30)
+    groups = np.array(["A"] * 36 + ["B"] * 24)
+    split = split_samples(codes, groups, 0.1, 0.1, seed=0)
+    assert split.kind == "test-by-slide"
+    assert set(groups[split.test]).isdisjoint(set(groups[split.train]) | set(groups[split.val]))
+
+
+def test_a_single_slide_is_split_by_cell_with_every_class_in_every_part():
+    codes = np.array(["EN"] * 50 + ["MD"] * 3)
+    split = split_samples(codes, np.array(["A"] * 53), 0.1, 0.1, seed=0)
+    assert split.kind == "by-cell"
+    assert all("MD" in set(codes[p]) for p in (split.train, split.val, split.test))
+    assert sorted(np.concatenate([split.train, split.val, split.test]).tolist()) == list(range(53))
+
+
+# ---------------------------------------------------------------- store: samples and proposals
+
+def import_synthetic(db, slide: str, scheme: str, per_class: int = 4, seed: int = 7) -> int:
+    blobs = [(f"{code}/c{i}.png", png(crop)) for i, (crop, code) in enumerate(synthetic_cells(["EN", "GN"], per_class, seed))]
+    files = [SourceFile(name, (lambda b=blob: b)) for name, blob in blobs]
+    report = import_cells(db, slide, files, scheme_name=scheme)
+    assert report.ok, report.skipped
+    return find_slide(db, slide).id
+
+
+def test_propose_labels_stores_calibrated_probabilities_for_every_cell(db, home, tiny):
+    slide_id = import_synthetic(db, "SYN-1", "syn2")
+    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    assert propose_labels(db, slide_id) == 8  # the scheme's first classifier became active
+    for cell in list_cells(db, slide_id):
+        proposal = get_proposal(db, cell.id)
+        assert proposal.model_id == record.id
+        assert set(proposal.probs) == {"EN", "GN"}
+        assert sum(proposal.probs.values()) == pytest.approx(1, abs=1e-4)
+    top = db.execute("SELECT COUNT(*) FROM proposals WHERE top_code IN ('EN', 'GN')").fetchone()[0]
+    assert top == 8
+
+
+def test_propose_labels_refuses_a_checkpoint_of_another_scheme(db, home, tiny):
+    ensure_default_scheme(db)
+    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    slide, _ = ensure_slide(db, "MDS-1", "mds8")
+    patch_id, _ = add_patch(db, slide.id, StoredImage("s1", 40, 40, "image/png", png(np.zeros((40, 40, 3), np.uint8))),
+                            "f.png")
+    add_cell(db, slide.id, patch_id, (0, 0, 20, 20), "manual")
+    with pytest.raises(SchemeError, match="mds8"):
+        propose_labels(db, slide.id, model_record=record)
+
+
+def test_propose_labels_on_a_slide_without_cells_says_what_to_do(db):
+    ensure_default_scheme(db)
+    slide, _ = ensure_slide(db, "EMPTY", "mds8")
+    with pytest.raises(NoCellsError, match="no cells"):
+        propose_labels(db, slide.id)
+
+
+def test_propose_labels_without_a_trained_model_says_how_to_train(db):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=1)
+    with pytest.raises(NotFoundError, match="train classifier --scheme syn2"):
+        propose_labels(db, slide_id)
+
+
+def test_reproposal_of_unread_cells_leaves_read_cells_alone(db, home, tiny):
+    ensure_default_scheme(db)
+    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)  # imported cells count as read
+    patch = db.execute("SELECT patch_id FROM cells WHERE slide_id = ? LIMIT 1", [slide_id]).fetchone()[0]
+    unread, _ = add_cell(db, slide_id, patch, (2, 2, 30, 30), "manual")
+    assert propose_labels(db, slide_id, model_record=record, unread_only=True) == 1
+    assert get_proposal(db, unread) is not None
+    assert db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0] == 1
+
+
+def test_training_samples_come_from_human_labels_only(db, home, tiny):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=3)
+    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    patch = db.execute("SELECT patch_id FROM cells WHERE slide_id = ? LIMIT 1", [slide_id]).fetchone()[0]
+    model_only, _ = add_cell(db, slide_id, patch, (4, 4, 20, 20), "manual")
+    read_cell, _ = add_cell(db, slide_id, patch, (6, 6, 24, 24), "manual")
+    save_proposals(db, record.id, {model_only: {"EN": 0.9, "GN": 0.1}})
+    put_read(db, read_cell, insert_user(db, "ann", "reader", "h").id, "GN")
+    samples = training_samples(db, "syn2", size=32)
+    ids = {s.cell_id for s in samples}
+    assert model_only not in ids and read_cell in ids
+    assert len(samples) == 7
+    assert all(s.crop.shape == (32, 32, 3) and s.group == "SYN-1" for s in samples)
+
+
+# ---------------------------------------------------------------- crops and evaluation
+
+def test_decode_crops_cuts_boxes_and_pads_them_square():
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[10:30, 20:60] = 200  # a 40 x 20 bright box
+    crops = decode_crops(png(image), [(20, 10, 40, 20)])
+    assert crops[0].shape == (40, 40, 3)
+    assert crops[0][10:30].min() == 200 and crops[0][:10].max() == 0  # zero padding above and below
+    assert decode_crops(png(image), [(20, 10, 40, 20)], size=16)[0].shape == (16, 16, 3)
+
+
+def test_evaluate_classifier_on_class_folders(tiny, tmp_path):
+    for i, (crop, code) in enumerate(synthetic_cells(["EN", "GN"], 6, seed=11)):
+        (tmp_path / code).mkdir(exist_ok=True)
+        Image.fromarray(crop).save(tmp_path / code / f"{i}.jpg", quality=95)
+    result = evaluate_classifier(tiny.classifier, tmp_path)
+    assert result["n"] == 12 and len(result["confusion"]) == 2
+    assert set(result["per_class"]["GN"]) >= {"sensitivity", "specificity", "auc", "accuracy", "ppv", "npv", "f1", "ap"}
+    json.dumps(result, allow_nan=False)
+    table = markdown_table(result)
+    assert "| EN |" in table and "macro-F1" in table
+
+
+def test_evaluate_classifier_refuses_folders_outside_the_scheme(tiny, tmp_path):
+    (tmp_path / "neutrophil").mkdir()
+    with pytest.raises(SchemeError, match="neutrophil"):
+        evaluate_classifier(tiny.classifier, tmp_path)
+
+
+def test_augmentation_keeps_shape_and_range():
+    from mdsdys.preprocess import augment
+
+    batch = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
+    out = augment(batch, torch.Generator().manual_seed(0), AugmentConfig())
+    assert out.shape == (4, 3, 24, 24) and out.dtype == torch.float32
+    assert 0 <= float(out.min()) and float(out.max()) <= 1
+    still = augment(batch, torch.Generator().manual_seed(0), AugmentConfig(
+        rotate=False, flip=False, scale=0, shift=0, hed_scale=0, hed_bias=0, brightness=0))
+    assert torch.allclose(still, batch.float() / 255, atol=2e-2)  # no jitter: the image itself
