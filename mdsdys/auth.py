@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,7 +12,14 @@ from sqlite_utils import Database
 from mdsdys.errors import AuthError, MdsdysError, PermissionDeniedError
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import count_recent_failed_logins, log_action
-from mdsdys.store.users import ROLES, User, find_user, get_user, insert_user, update_user
+from mdsdys.store.users import (
+    ROLES,
+    User,
+    find_user,
+    get_user,
+    insert_user,
+    update_user,
+)
 
 _hasher = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
@@ -47,7 +54,7 @@ def create_user(db: Database, username: str, password: str, role: str, by: User 
 
 def authenticate(db: Database, username: str, password: str) -> User:
     """The user for these credentials; raises AuthError, and refuses after repeated failures."""
-    since = (datetime.now(timezone.utc) - LOCKOUT_WINDOW).isoformat(timespec="milliseconds")
+    since = (datetime.now(UTC) - LOCKOUT_WINDOW).isoformat(timespec="milliseconds")
     if count_recent_failed_logins(db, username, since) >= MAX_FAILED_LOGINS:
         log_action(db, None, "login_refused", "user", username=username)
         minutes = int(LOCKOUT_WINDOW.total_seconds() // 60)

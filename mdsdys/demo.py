@@ -19,7 +19,12 @@ from mdsdys.store.jobs import has_active_job
 from mdsdys.store.models import active_model
 from mdsdys.store.patches import StoredImage, add_cell, add_patch, save_mask
 from mdsdys.store.settings import get_setting, set_setting
-from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide, update_slide
+from mdsdys.store.slides import (
+    ensure_default_scheme,
+    ensure_slide,
+    find_slide,
+    update_slide,
+)
 from mdsdys.store.users import find_user, system_user
 
 log = logging.getLogger(__name__)

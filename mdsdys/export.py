@@ -11,7 +11,7 @@ import html
 import io
 import json
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image
@@ -23,7 +23,12 @@ from mdsdys.admin import record_export
 from mdsdys.crops import cell_crop
 from mdsdys.images import read_rgb
 from mdsdys.store.cells import cells_on_patch
-from mdsdys.store.export import all_reads, cell_records, slide_model_versions, slide_readers
+from mdsdys.store.export import (
+    all_reads,
+    cell_records,
+    slide_model_versions,
+    slide_readers,
+)
 from mdsdys.store.labels import final_labels
 from mdsdys.store.patches import get_cell, get_masks, get_patch_image, list_patches
 from mdsdys.store.slides import get_slide, list_scheme_names, list_slides, load_scheme
@@ -149,7 +154,7 @@ def _safe(name: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def slide_report_html(db: Database, viewer: User, slide_id: int, source: str = "final") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,13 @@ from sqlite_utils import Database
 from mdsdys.errors import MdsdysError
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
-from mdsdys.store.models import ModelRecord, activate_model, active_model, get_model, insert_model
+from mdsdys.store.models import (
+    ModelRecord,
+    activate_model,
+    active_model,
+    get_model,
+    insert_model,
+)
 from mdsdys.store.slides import find_scheme_id
 from mdsdys.store.users import User, system_user
 
@@ -54,7 +60,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 def new_version(kind: str) -> str:
     """A sortable, unique version name such as 'classifier-20261130-091512-123'."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return f"{kind}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
 
 
