@@ -27,6 +27,8 @@ with st.form("import_form"):
     scheme = st.text_input("Label scheme (single cells only; a new name is created from the folder names)",
                            key="import_scheme", placeholder=", ".join(scheme_names) or "mds8")
     uploads = st.file_uploader("Files", accept_multiple_files=True, key="import_files",
+                               help=f"Up to {ui.settings().max_upload_mb} MB per file; zip a folder to keep class "
+                                    "folders or images/ and masks/ together.",
                                type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "zip"])
     submitted = st.form_submit_button("Import", type="primary")
 

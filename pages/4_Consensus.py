@@ -72,6 +72,10 @@ if view_mode == "Agreement statistics":
     agreement_view(user, slide)
     st.stop()
 
+if message := st.session_state.pop("consensus_message", None):
+    st.success(message)
+if error := st.session_state.pop("consensus_error", None):
+    st.error(error)
 skipped = st.session_state.setdefault("consensus_skipped", [])
 with ui.store() as db:
     items = consensus.consensus_queue(db, user, queue, slide.id if slide else None)
@@ -92,10 +96,6 @@ except MdsdysError as exc:
     ui.show_error(exc)
     st.stop()
 
-if message := st.session_state.pop("consensus_message", None):
-    st.success(message)
-if error := st.session_state.pop("consensus_error", None):
-    st.error(error)
 
 crop_col, context_col, info_col = st.columns(3)
 crop_col.image(view.crop, width=240)

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,16 +62,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, port: int | None = None, timeout_s: float = STARTUP_TIMEOUT_S) -> DemoServer:
-    """Start the app in demo mode on the store in `home`; return once /_stcore/health answers ok."""
+def start_server(home: Path, port: int | None = None, timeout_s: float = STARTUP_TIMEOUT_S,
+                 extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> DemoServer:
+    """Start the app in demo mode on the store in `home`; return once /_stcore/health answers ok.
+
+    `extra_args` go to `streamlit run` (e.g. ["--server.maxUploadSize", "1"]); `extra_env` to the app.
+    """
     port = port or free_port()
-    env = os.environ.copy() | {"MDSDYS_HOME": str(home), "MDSDYS_DEMO": "1"}
+    env = os.environ.copy() | {"MDSDYS_HOME": str(home), "MDSDYS_DEMO": "1"} | dict(extra_env or {})
     for name in ("MDSDYS_DB", "MDSDYS_MODELS"):  # they would point the app away from `home`
         env.pop(name, None)
     log_path = home / f"streamlit-{port}.log"
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", *extra_args]
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # own process group, so stop_server reaches children
@@ -120,9 +124,10 @@ def stop_server(server: DemoServer, grace_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, port: int | None = None) -> Iterator[DemoServer]:
+def running_server(home: Path, port: int | None = None, extra_args: Sequence[str] = (),
+                   extra_env: Mapping[str, str] | None = None) -> Iterator[DemoServer]:
     """A demo server on `home` for the length of the with-block."""
-    server = start_server(home, port)
+    server = start_server(home, port, extra_args=extra_args, extra_env=extra_env)
     try:
         yield server
     finally:
