@@ -147,5 +147,5 @@ def model_mask(db: Database, patch_id: int) -> np.ndarray:
         raise MaskError(f"There is no segmenter yet. Save at least {MIN_MASKS} masks and train one on the Train page.")
     model = load_segmenter(record.path)
     slide_id = patch_slide(db, patch_id)
-    diameter, _ = slide_diameter(db, slide_id, model)
+    diameter, _ = slide_diameter(db, slide_id)
     return segment_patch(model, field_image(db, patch_id), diameter).mask
