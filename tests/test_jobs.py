@@ -140,3 +140,17 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
         proposed = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
     assert job.progress["result"]["detection"]["added"] == detected
     assert proposed >= detected + 8 * 6
+
+
+@pytest.mark.slow
+def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
+    long_run = {"epochs": 500, "batch_size": 8, "input_size": 32}
+    job_id = jobs.enqueue(settings, "train_classifier", {"settings": long_run}, None, start_worker=False)
+    worker = _start_worker(settings)
+    assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=180)
+    with connect(settings.db_path) as db:
+        request_cancel(db, job_id)
+    assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=60), _job(settings, job_id)
+    worker.wait(timeout=60)
+    with connect(settings.db_path) as db:
+        assert active_model(db, "classifier", "mds8") is None
