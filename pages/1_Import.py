@@ -48,6 +48,10 @@ if submitted:
         ui.show_error(exc)
         st.stop()
     (st.success if report.ok else st.warning)(report.summary())
+    for name, reason in report.skipped[:20]:
+        st.error(reason if name in reason else f"{name}: {reason}")
+    if len(report.skipped) > 20:
+        st.caption(f"... and {len(report.skipped) - 20} more, listed in the table below.")
     if report.skipped:
         st.dataframe(pd.DataFrame(report.skipped, columns=["file", "why it was skipped"]), hide_index=True,
                      key="import_skipped")
