@@ -250,8 +250,9 @@ def table(out: dict) -> str:
         ("beats Otsu on every shifted set (Dice, scale estimated)",
          all(m["model (scale estimated)"]["dice"] > m["otsu"]["dice"] for m in out["generalisation"].values())),
     ]
-    train_s = "n/a (loaded)" if out["train_seconds"] is None else f"{out['train_seconds']:.0f} s"
-    timing = (f"training wall clock: {train_s} ({out['train_cpu_seconds'] or 0:.0f} CPU s); segment_patch "
+    train_s = ("n/a (model loaded)" if out["train_seconds"] is None
+               else f"{out['train_seconds']:.0f} s ({out['train_cpu_seconds']:.0f} CPU s)")
+    timing = (f"training wall clock: {train_s}; segment_patch "
               f"{t['segment_patch_s'] * 1000:.0f} ms/field (bare forward {t['forward_s'] * 1000:.0f} ms; with a "
               f"scale estimate {t['segment_patch_with_estimate_s']:.2f} s); end to end (decode, segment, encode, "
               f"store) {e['fields_per_s']:.1f} fields/s = {1000 / e['fields_per_s']:.0f} ms/field")

@@ -128,7 +128,8 @@ def ensure_worker(settings: Settings) -> int | None:
     """Start a detached worker process unless one is alive; returns its pid when started."""
     if worker_alive(settings):
         return None
-    env = os.environ | {"MDSDYS_DB": str(settings.db_path), "MDSDYS_MODELS": str(settings.models_dir),
+    # PASSIVE: torch threads sleep instead of spinning, so training does not starve the app (issue 6).
+    env = os.environ | {"OMP_WAIT_POLICY": "PASSIVE", "MDSDYS_DB": str(settings.db_path), "MDSDYS_MODELS": str(settings.models_dir),
                         "MDSDYS_HOME": str(settings.home)}
     log_file = open(settings.db_path.with_name("worker.log"), "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen([sys.executable, "-m", "mdsdys.cli", "worker"], env=env, stdout=log_file,

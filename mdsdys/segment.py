@@ -3,11 +3,11 @@
 The network always sees nuclei at the size it was trained at (`Segmenter.diameter`, 32 px by
 default). A field is resized by `model diameter / slide diameter` before the forward pass and the
 result is mapped back, so one model serves any microscope, camera and magnification (issue 3).
-When a slide's diameter is unknown, `estimate_diameter` finds it, as Cellpose's size model does.
+When a slide's diameter is unknown, scale.estimate_diameter finds it, as Cellpose's size model does.
 
 It also evaluates a segmenter on fields with true masks (`mdsdys eval-segmenter DIR`, where DIR
 holds images/NAME.* and masks/NAME.*, like ../shared/data/bccd_nuclei), beside the multi-Otsu
-baseline; scale estimation lives in scale.py.
+baseline.
 
 Array conventions: `image` (H, W, 3) uint8 RGB; `mask` (H, W) uint8, 255 = nucleus; `prob` (H, W)
 float32 in [0, 1]; `instances` (H, W) int32, 0 = background, k = nucleus k; boxes (x, y, w, h).

@@ -66,7 +66,7 @@ def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None)
     result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
                                                _progress_reporter(ctx, "val_dice"), ctx.should_stop)
     return {"model_id": record.id, "version": record.version, "status": record.status,
-            "split": result.split, "dice": result.metrics.get("dice")}
+            "split": result.split, "dice": result.metrics.get("val_dice")}
 
 
 def _check(ctx: JobContext) -> Callable[[int, int, str], None]:
