@@ -165,25 +165,38 @@ def _epoch_bar(label: str, metric: str) -> Callable[[Any], None]:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    """Train the segmenter on every stored mask, or a scheme's classifier on its human labels."""
+    """Train the segmenter on every stored mask, or a scheme's classifier on its human labels.
+
+    Under torchrun (`torchrun --nproc_per_node=N -m mdsdys train ...`) every process trains its
+    share with DDP and rank 0 alone reports and registers the model (mdsdys.distributed).
+    """
     from mdsdys import segtrain, training
     from mdsdys.clstrain import ClsTrainConfig
+    from mdsdys.distributed import process_group
     from mdsdys.tasks import apply_overrides
     overrides = json.loads(args.settings) if args.settings else {}
-    if args.what == "segmenter":
-        config = apply_overrides(segtrain.SegTrainConfig(), overrides)
-        result, record = segtrain.train_from_store(settings, config, None, _epoch_bar("Training segmenter", "val_dice"))
-        print(f"Segmenter {record.version} ({record.status}): validation Dice {result.metrics['val_dice']:.3f}, "
-              f"split {result.split}.")
-        return 0
-    if args.arch:
-        overrides["arch"] = args.arch
-    config = apply_overrides(ClsTrainConfig(), overrides)
-    result, record = training.train_classifier_from_store(settings, args.scheme, config, None,
-                                                          _epoch_bar("Training classifier", "val_macro_f1"))
-    print(f"Classifier {record.version} ({record.status}) for scheme {args.scheme}: test macro-F1 "
-          f"{result.metrics.get('macro_f1', float('nan')):.3f} ({result.split.kind} split).")
+    with process_group() as world:
+        if args.what == "segmenter":
+            config = apply_overrides(segtrain.SegTrainConfig(), overrides)
+            result, record = segtrain.train_from_store(settings, config, None,
+                                                       _epoch_bar("Training segmenter", "val_dice"))
+            if world.is_main:
+                print(f"Segmenter {record.version} ({record.status}): validation Dice "
+                      f"{result.metrics['val_dice']:.3f}, split {result.split}{_processes(world)}.")
+            return 0
+        if args.arch:
+            overrides["arch"] = args.arch
+        config = apply_overrides(ClsTrainConfig(), overrides)
+        result, record = training.train_classifier_from_store(settings, args.scheme, config, None,
+                                                              _epoch_bar("Training classifier", "val_macro_f1"))
+        if world.is_main:
+            print(f"Classifier {record.version} ({record.status}) for scheme {args.scheme}: test macro-F1 "
+                  f"{result.metrics.get('macro_f1', float('nan')):.3f} ({result.split.kind} split){_processes(world)}.")
     return 0
+
+
+def _processes(world: Any) -> str:
+    return f", trained by {world.size} processes" if world.distributed else ""
 
 
 def _slide_id(db: Any, name: str) -> int:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdsdys import metrics
+from mdsdys import distributed, metrics
 from mdsdys.archs import create_model, get_arch
 from mdsdys.classify import (
     CellSample,
@@ -31,8 +31,8 @@ from mdsdys.classify import (
     calibrated,
     forward_logits,
     memory_format,
-    pick_device,
 )
+from mdsdys.distributed import World, agree, current_world, shard, wrap
 from mdsdys.errors import JobCancelled, MdsdysError
 from mdsdys.preprocess import (
     AugmentConfig,
@@ -72,6 +72,9 @@ class ClsTrainConfig:
     schedule: str = "onecycle"       # 'constant' for the paper's setting
     weight_decay: float = 0.05       # AdamW's decoupled decay; a strong regulariser for ~10^3 images
     label_smoothing: float = 0.1     # keeps logits moderate, so temperature scaling has less to fix
+    # Validate and keep an exponential moving average of the weights (0 turns it off): 0.99 per
+    # step averages the last ~3 epochs, which evens out the epoch-to-epoch swings of a small data set.
+    ema_decay: float = 0.0
     # Loss weight of class c is (n_max / n_c) ** power: 0.5 lifts a 2.4% class (MD in the paper)
     # about 4x against the largest, without the false alarms full inverse weighting brings.
     class_weight_power: float = 0.5
@@ -105,11 +108,11 @@ NO_AUGMENT = AugmentConfig(rotate=False, flip=False, scale=0.0, shift=0.0, hed_s
 def paper_config(**overrides: Any) -> ClsTrainConfig:
     """Lee et al. 2022: Inception-v3 from scratch, Adam 1e-4, batch 32, 200 epochs (75 px: its minimum).
 
-    The paper reports no augmentation, class weighting or smoothing, so none is used.
+    The paper reports no augmentation, class weighting, smoothing or averaging, so none is used.
     """
     settings = {"arch": "inception_v3", "input_size": 75, "optimizer": "adam", "lr": 1e-4, "schedule": "constant",
                 "batch_size": 32, "epochs": 200, "weight_decay": 0.0, "label_smoothing": 0.0,
-                "class_weight_power": 0.0, "patience": 200, "augment": NO_AUGMENT} | overrides
+                "class_weight_power": 0.0, "ema_decay": 0.0, "patience": 200, "augment": NO_AUGMENT} | overrides
     return ClsTrainConfig(**settings)
 
 
@@ -222,20 +225,27 @@ def _optimizer(net: nn.Module, config: ClsTrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adamw' or 'adam'.")
 
 
+MIN_ONECYCLE_STEPS = 16
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, config: ClsTrainConfig, steps: int):
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(steps, 1),
-                                                   pct_start=0.25)
+        if steps < MIN_ONECYCLE_STEPS:
+            # OneCycleLR divides by the length of its warm-up phase, which is zero for some tiny
+            # step counts (4 at pct_start 0.25); a run this short gains nothing from a schedule.
+            return None
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.25)
     if config.schedule == "constant":
         return None
     raise ValueError(f"Unknown schedule {config.schedule!r}; use 'onecycle' or 'constant'.")
 
 
-def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _batches(order: torch.Tensor, batch_size: int, world: World) -> list[torch.Tensor]:
+    """This rank's part of each batch; every rank gets the same number of batches."""
     chunks = list(torch.split(order, batch_size))
-    if len(chunks) > 1 and chunks[-1].numel() < 2:  # BatchNorm cannot train on a batch of one
+    if len(chunks) > 1 and chunks[-1].numel() < 2 * world.size:  # BatchNorm cannot train on a batch of one
         chunks.pop()
-    return chunks
+    return [shard(chunk, world) for chunk in chunks]
 
 
 @dataclass
@@ -243,41 +253,53 @@ class _Run:
     """The tensors and settings one training run shares between its helpers."""
 
     net: nn.Module
+    model: nn.Module          # what training calls: net, or DDP around it across processes
+    world: World
     images: torch.Tensor      # (N, 3, S, S) uint8 on the device
     targets: torch.Tensor     # (N,) int64 on the device
     normalizer: Normalizer
     device: torch.device
     config: ClsTrainConfig
+    ema: nn.Module | None = None  # AveragedModel of net, or None
 
 
 def _train_epoch(run: _Run, train: torch.Tensor, optimizer, scheduler, weights: torch.Tensor,
-                 generator: torch.Generator, should_stop: Callable[[], bool] | None) -> float:
-    run.net.train()
-    order = train[torch.randperm(train.numel(), generator=generator)]
+                 generators: tuple[torch.Generator, torch.Generator], should_stop: Callable[[], bool] | None) -> float:
+    """One pass over the training cells; `generators` draw the order (same on every rank) and the augmentation."""
+    order_gen, augment_gen = generators
+    run.model.train()
+    order = train[torch.randperm(train.numel(), generator=order_gen)]
     total, seen = 0.0, 0
-    for batch in _batches(order, run.config.batch_size):
-        if should_stop is not None and should_stop():
+    for batch in _batches(order, run.config.batch_size, run.world):
+        if should_stop is not None and agree(should_stop(), run.world):
             raise TrainingCancelled("Training was cancelled; no model was saved.")
         batch = batch.to(run.device)
-        x = run.normalizer(augment(run.images[batch], generator, run.config.augment))  # (B, 3, S, S)
+        x = run.normalizer(augment(run.images[batch], augment_gen, run.config.augment))  # (B, 3, S, S)
         x = x.contiguous(memory_format=memory_format(run.device))
         with autocast(run.device):
-            logits = run.net(x).float()                                               # (B, C)
+            logits = run.model(x).float()                                               # (B, C)
         loss = F.cross_entropy(logits, run.targets[batch], weight=weights, label_smoothing=run.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.net)
         total, seen = total + float(loss.detach()) * batch.numel(), seen + batch.numel()
     return total / max(seen, 1)
+
+
+def _evaluated(run: _Run) -> nn.Module:
+    """The weights that are validated and kept: the moving average when there is one."""
+    return run.ema.module if run.ema is not None else run.net
 
 
 def _validate(run: _Run, val: torch.Tensor, n_classes: int) -> tuple[float, float]:
     """(macro-F1, NLL) on the validation cells."""
     if val.numel() == 0:
         return math.nan, math.nan
-    logits = forward_logits(run.net, run.images[val.to(run.device)], run.normalizer, run.device)
+    logits = forward_logits(_evaluated(run), run.images[val.to(run.device)], run.normalizer, run.device)
     y = run.targets[val.to(run.device)].cpu()
     f1 = metrics.macro_f1(y.numpy(), logits.argmax(1).numpy(), n_classes)
     return f1, float(F.cross_entropy(logits, y))
@@ -286,36 +308,56 @@ def _validate(run: _Run, val: torch.Tensor, n_classes: int) -> tuple[float, floa
 def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch: Callable[[EpochLog], None] | None,
          should_stop: Callable[[], bool] | None) -> tuple[dict[str, torch.Tensor], list[EpochLog]]:
     """Train with early stopping on validation macro-F1; returns the best epoch's weights and the history."""
-    config = run.config
-    generator = torch.Generator().manual_seed(config.seed)
+    config, world = run.config, run.world
+    order_gen = torch.Generator().manual_seed(config.seed)
+    # One process draws order and augmentation from one stream (as the benchmarked runs did);
+    # across processes the order must match on every rank and the augmentation must not.
+    augment_gen = torch.Generator().manual_seed(config.seed + 7919 * world.rank) if world.distributed else order_gen
     train, val = torch.from_numpy(split.train), torch.from_numpy(split.val)
     weights = _class_weights(y_train, n_classes, config.class_weight_power).to(run.device)
     optimizer = _optimizer(run.net, config)
-    steps = config.epochs * len(_batches(train, config.batch_size))
+    steps = config.epochs * len(_batches(train, config.batch_size, world))
     scheduler = _scheduler(optimizer, config, steps)
     best_key, best_state, best_epoch, history = (-math.inf, -math.inf), None, 0, []
     start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
-        train_loss = _train_epoch(run, train, optimizer, scheduler, weights, generator, should_stop)
+        train_loss = distributed.mean(
+            _train_epoch(run, train, optimizer, scheduler, weights, (order_gen, augment_gen), should_stop), world)
         val_f1, val_loss = _validate(run, val, n_classes)
         key = (val_f1 if not math.isnan(val_f1) else 0.0, -val_loss if not math.isnan(val_loss) else 0.0)
         if key > best_key:
             best_key, best_epoch = key, epoch
-            best_state = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in _evaluated(run).state_dict().items()}
         entry = EpochLog(epoch, config.epochs, train_loss, val_loss, val_f1, optimizer.param_groups[0]["lr"],
                          time.monotonic() - start, best_epoch)
         history.append(entry)
-        log.info("epoch %d/%d: loss %.4f, val loss %.4f, val macro-F1 %.4f (best epoch %d), %.0f s",
-                 epoch, config.epochs, train_loss, val_loss, val_f1, best_epoch, entry.seconds)
-        if on_epoch is not None:
-            on_epoch(entry)
-        if epoch - max(best_epoch, config.epochs // 2) >= config.patience:
-            log.info("stopping early: no better validation macro-F1 for %d epochs", config.patience)
-            break
-        if config.max_minutes is not None and entry.seconds >= 60 * config.max_minutes:
-            log.info("stopping at the %.1f-minute cap", config.max_minutes)
+        if world.is_main:
+            log.info("epoch %d/%d: loss %.4f, val loss %.4f, val macro-F1 %.4f (best epoch %d), %.0f s",
+                     epoch, config.epochs, train_loss, val_loss, val_f1, best_epoch, entry.seconds)
+            if on_epoch is not None:
+                on_epoch(entry)
+        if agree(_should_end(entry, config), world):
             break
     return best_state, history
+
+
+def _should_end(entry: EpochLog, config: ClsTrainConfig) -> bool:
+    """Early stopping (patience, counted in the schedule's second half) or the wall-clock cap."""
+    if entry.epoch - max(entry.best_epoch, config.epochs // 2) >= config.patience:
+        log.info("stopping early: no better validation macro-F1 for %d epochs", config.patience)
+        return True
+    if config.max_minutes is not None and entry.seconds >= 60 * config.max_minutes:
+        log.info("stopping at the %.1f-minute cap", config.max_minutes)
+        return True
+    return False
+
+
+def _ema(net: nn.Module, config: ClsTrainConfig) -> nn.Module | None:
+    if not config.ema_decay:
+        return None
+    # use_buffers: BatchNorm's running statistics are averaged along with the weights.
+    return torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -352,13 +394,16 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     y = _class_indices(samples, scheme)
     check_training_data(y, scheme, config.min_per_class)
     split = _split(samples, y, config, frozen_test)
-    device = pick_device()
+    world = current_world()
+    device = distributed.device(world)
     images = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
     normalizer = Normalizer.fit(images[torch.from_numpy(split.train)])
     torch.manual_seed(config.seed)
     net = create_model(config.arch, len(scheme.codes)).to(device, memory_format=memory_format(device))
-    run = _Run(net, images.to(device), torch.from_numpy(y).to(device), normalizer, device, config)
-    log.info("training %s on %s cells (%s split) on %s", config.arch, len(samples), split.kind, device)
+    run = _Run(net, wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device), normalizer, device,
+               config, _ema(net, config))
+    log.info("training %s on %s cells (%s split) on %s%s", config.arch, len(samples), split.kind, device,
+             f", rank {world.rank} of {world.size}" if world.distributed else "")
     start = time.monotonic()
     best_state, history = _fit(run, split, y[split.train], len(scheme.codes), on_epoch, should_stop)
     net.load_state_dict(best_state)
@@ -408,4 +453,5 @@ def _checkpoint(run: _Run, classifier: Classifier, samples: list[CellSample], y:
         "metrics": summary, "data": _data_summary(samples, y, split, classifier.codes),
         "test_cells": test_ids, "test_split_sha256": test_hash,
         "history": [dataclasses.asdict(h) for h in history], "torch": str(torch.__version__),
+        "trained_on": {"device": run.device.type, "processes": run.world.size},
     }

@@ -20,7 +20,9 @@ import torch
 from sqlite_utils import Database
 from torch.nn import functional as F
 
+from mdsdys import distributed
 from mdsdys.augment import AugmentConfig, augment_batch, to_density
+from mdsdys.classify import autocast
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
 from mdsdys.images import decode_mask, read_rgb
@@ -128,9 +130,13 @@ def train_segmenter(samples: Sequence[MaskSample], config: SegTrainConfig = SegT
     _check_samples(samples)
     train_idx, val_idx, split = split_samples(samples, config.val_fraction, config.seed)
     data = _prepare(samples, config.diameter)
+    world = distributed.current_world()
+    device = distributed.device(world)
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    net = UNet(config.unet)
+    # Each rank draws its own crops (the batch is batch_size per process); one process keeps the seed.
+    gen = torch.Generator().manual_seed(config.seed + 7919 * world.rank)
+    net = UNet(config.unet).to(device)
+    model = distributed.wrap(net, world)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * config.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.1)
@@ -138,24 +144,29 @@ def train_segmenter(samples: Sequence[MaskSample], config: SegTrainConfig = SegT
     best: tuple[float, dict[str, torch.Tensor], int] = (-1.0, copy.deepcopy(net.state_dict()), 0)
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        train_loss = _train_epoch(net, opt, sched, data, train_idx, config, gen, should_stop)
+        train_loss = distributed.mean(_train_epoch(model, opt, sched, data, train_idx, config, gen, should_stop),
+                                      world)
         val_loss, val_dice, val_iou = _validate(net, data, val_idx)
         report = EpochReport(epoch, config.epochs, train_loss, val_loss, val_dice, val_iou,
                              time.perf_counter() - start, split)
         history.append(report)
-        log.info("epoch %d/%d loss %.4f val loss %.4f dice %.4f iou %.4f (%.0f s)", epoch, config.epochs,
-                 train_loss, val_loss, val_dice, val_iou, report.seconds)
         if val_dice > best[0]:
             best = (val_dice, copy.deepcopy(net.state_dict()), epoch)
-        if on_epoch is not None:
-            on_epoch(report)
-        if config.max_seconds is not None and report.seconds > config.max_seconds and epoch < config.epochs:
+        if world.is_main:
+            log.info("epoch %d/%d loss %.4f val loss %.4f dice %.4f iou %.4f (%.0f s)", epoch, config.epochs,
+                     train_loss, val_loss, val_dice, val_iou, report.seconds)
+            if on_epoch is not None:
+                on_epoch(report)
+        over_time = config.max_seconds is not None and report.seconds > config.max_seconds
+        if distributed.agree(over_time and epoch < config.epochs, world):
             log.warning("stopping after epoch %d: %.0f s passed the %.0f s cap", epoch, report.seconds,
                         config.max_seconds)
             break
     net.load_state_dict(best[1])
     net.eval()
-    return _result(net, history, best[2], config, samples, data, train_idx, val_idx, split)
+    result = _result(net, history, best[2], config, samples, data, train_idx, val_idx, split)
+    result.checkpoint["trained_on"] = {"device": device.type, "processes": world.size}
+    return result
 
 
 def _check_samples(samples: Sequence[MaskSample]) -> None:
@@ -230,18 +241,27 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + (1 - soft_dice)
 
 
-def _train_epoch(net: UNet, opt: torch.optim.Optimizer, sched: Any, data: _Prepared, train_idx: list[int],
-                 config: SegTrainConfig, gen: torch.Generator, should_stop: Callable[[], bool] | None) -> float:
-    """One epoch of steps_per_epoch augmented batches; returns the mean loss."""
-    net.train()
+def _train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, data: _Prepared,
+                 train_idx: list[int], config: SegTrainConfig, gen: torch.Generator,
+                 should_stop: Callable[[], bool] | None) -> float:
+    """One epoch of steps_per_epoch augmented batches; returns the mean loss.
+
+    `model` is the U-Net, or DDP around it when training across processes (mdsdys.distributed).
+    """
+    model.train()
+    device = next(model.parameters()).device
+    world = distributed.current_world()
     losses = []
     for _ in range(config.steps_per_epoch):
-        if should_stop is not None and should_stop():
+        if should_stop is not None and distributed.agree(should_stop(), world):
             raise JobCancelled("Segmenter training was cancelled; nothing from this run was kept.")
         pick = [train_idx[int(k)] for k in torch.randint(len(train_idx), (config.batch_size,), generator=gen)]
         x, y = augment_batch([data.images[k] for k in pick], [data.masks[k] for k in pick], config.crop,
                              config.diameter, config.augment, gen)  # (B, 3, crop, crop), (B, 1, crop, crop)
-        loss = _loss(net(x), y)
+        x, y = x.to(device), y.to(device)
+        with autocast(device):
+            logits = model(x).float()
+        loss = _loss(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -254,7 +274,7 @@ def _validate(net: UNet, data: _Prepared, val_idx: list[int]) -> tuple[float, fl
     """(loss, mean Dice, mean IoU) over the validation fields at the training scale, no augmentation."""
     losses, dices, ious = [], [], []
     for k in val_idx:
-        prob = predict(net, to_density(data.images[k][None]))  # (h, w)
+        prob = predict(net, to_density(data.images[k][None]))  # (h, w) on the CPU
         target = data.masks[k][0]
         logits = torch.logit(prob.clamp(1e-6, 1 - 1e-6))[None, None]
         losses.append(float(_loss(logits, target[None, None])))
@@ -278,7 +298,8 @@ def _result(net: UNet, history: list[EpochReport], best_epoch: int, config: SegT
     checkpoint = {
         "kind": "segmenter", "arch": f"unet-d{config.unet.depth}-w{config.unet.width}",
         "config": config.to_dict(), "unet": config.unet.to_dict(), "post": asdict(config.post),
-        "diameter": float(config.diameter), "state_dict": net.state_dict(), "metrics": metrics, "data": summary,
+        "diameter": float(config.diameter), "metrics": metrics, "data": summary,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "history": [asdict(r) for r in history],
     }
     model = Segmenter(net, float(config.diameter), config.post)
@@ -297,7 +318,7 @@ def training_samples(db: Database) -> list[MaskSample]:
 
 def train_from_store(settings: Settings, config: SegTrainConfig = SegTrainConfig(), user: User | None = None,
                      on_epoch: Callable[[EpochReport], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> tuple[SegmenterResult, ModelRecord]:
+                     should_stop: Callable[[], bool] | None = None) -> tuple[SegmenterResult, ModelRecord | None]:
     """`mdsdys train segmenter`: train on every stored mask and register the model.
 
     The first segmenter becomes the active one (registry.register_model). Store connections are
@@ -306,6 +327,8 @@ def train_from_store(settings: Settings, config: SegTrainConfig = SegTrainConfig
     with connect(settings.db_path) as db:
         samples = training_samples(db)
     result = train_segmenter(samples, config, on_epoch, should_stop)
+    if not distributed.current_world().is_main:  # under torchrun rank 0 alone registers
+        return result, None
     with connect(settings.db_path) as db:
         record = register_model(db, settings.models_dir, result.checkpoint, user)
     return result, record

@@ -13,6 +13,7 @@ from mdsdys import auth, jobs
 from mdsdys.archs import list_models
 from mdsdys.clstrain import ClsTrainConfig, train_classifier
 from mdsdys.config import Settings
+from mdsdys.distributed import current_world
 from mdsdys.errors import MdsdysError
 from mdsdys.proposals import training_samples
 from mdsdys.registry import load_checkpoint, register_model
@@ -82,7 +83,7 @@ def classifier_defaults() -> dict[str, Any]:
 
 def train_classifier_from_store(settings: Settings, scheme_name: str, config: ClsTrainConfig, user: User | None = None,
                                 on_epoch: Callable[[Any], None] | None = None,
-                                should_stop: Callable[[], bool] | None = None) -> tuple[Any, ModelRecord]:
+                                should_stop: Callable[[], bool] | None = None) -> tuple[Any, ModelRecord | None]:
     """`mdsdys train classifier` and the worker: train on the scheme's human labels, then register.
 
     When the scheme has an active classifier, the new one is tested on the same frozen test cells,
@@ -94,6 +95,8 @@ def train_classifier_from_store(settings: Settings, scheme_name: str, config: Cl
         current = active_model(db, "classifier", scheme_name)
     frozen = load_checkpoint(current.path).get("test_cells") if current else None
     result = train_classifier(samples, scheme, config, on_epoch, should_stop, frozen_test=frozen)
+    if not current_world().is_main:  # under torchrun rank 0 alone registers
+        return result, None
     with connect(settings.db_path) as db:
         record = register_model(db, settings.models_dir, result.checkpoint, user)
     return result, record

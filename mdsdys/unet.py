@@ -91,19 +91,20 @@ _TILE_OVERLAP = 32  # > half the receptive field's useful context at the 32 px t
 
 
 def predict(net: UNet, x: torch.Tensor) -> torch.Tensor:
-    """Nucleus probability (H, W) for one (1, C, H, W) input of any size; runs in eval mode."""
+    """Nucleus probability (H, W) on the CPU for one (1, C, H, W) input of any size, on the net's device."""
     net.eval()
     h, w = x.shape[-2:]
+    x = x.to(next(net.parameters()).device)
     with torch.inference_mode():
         if h * w <= TILE * TILE:
-            return torch.sigmoid(_padded_forward(net, x))[0, 0]
+            return torch.sigmoid(_padded_forward(net, x))[0, 0].cpu()
         prob = torch.zeros((h, w))
         step = TILE - 2 * _TILE_OVERLAP
         for top in range(0, h, step):
             for left in range(0, w, step):
                 y0, x0 = max(top - _TILE_OVERLAP, 0), max(left - _TILE_OVERLAP, 0)
                 y1, x1 = min(top + step + _TILE_OVERLAP, h), min(left + step + _TILE_OVERLAP, w)
-                tile = torch.sigmoid(_padded_forward(net, x[..., y0:y1, x0:x1]))[0, 0]
+                tile = torch.sigmoid(_padded_forward(net, x[..., y0:y1, x0:x1]))[0, 0].cpu()
                 ty1, tx1 = min(top + step, h), min(left + step, w)
                 prob[top:ty1, left:tx1] = tile[top - y0:ty1 - y0, left - x0:tx1 - x0]
         return prob

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -24,6 +25,7 @@ from mdsdys.clstrain import (
     TrainingCancelled,
     TrainingDataError,
     fit_temperature,
+    paper_config,
     train_classifier,
 )
 from mdsdys.errors import NotFoundError, SchemeError
@@ -126,6 +128,11 @@ def test_a_checkpoint_of_another_kind_is_refused():
         classifier_from_checkpoint({"kind": "segmenter"})
 
 
+def test_config_round_trips_through_the_checkpoint_dict(tiny):
+    assert ClsTrainConfig.from_dict(tiny.checkpoint["config"]) == TINY
+    assert paper_config().augment.rotate is False and paper_config().arch == "inception_v3"
+
+
 def test_training_with_fewer_cells_than_classes_is_refused():
     with pytest.raises(TrainingDataError, match="Only 1 labelled cells"):
         train_classifier(samples_of(synthetic_cells(["EN"], 1, seed=0)), SCHEME, TINY)
@@ -140,6 +147,14 @@ def test_training_with_too_few_cells_of_a_class_names_the_class():
 def test_labels_outside_the_scheme_are_refused():
     with pytest.raises(TrainingDataError, match="not classes of scheme"):
         train_classifier(samples_of(synthetic_cells(["EN", "BL"], 3, seed=0)), SCHEME, TINY)
+
+
+@pytest.mark.parametrize("epochs", [1, 4, 15])
+def test_a_run_with_only_a_few_steps_trains(epochs):
+    """One batch per epoch: OneCycleLR cannot schedule a handful of steps (4 divided by zero)."""
+    config = dataclasses.replace(TINY, epochs=epochs, batch_size=256, patience=epochs)
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 6, seed=4)), SCHEME, config)
+    assert len(result.history) == epochs
 
 
 def test_should_stop_cancels_between_batches():

@@ -1,0 +1,123 @@
+"""Training across several processes with torch.distributed (DDP), for labs with several GPUs or nodes.
+
+The training functions (clstrain.train_classifier, segtrain.train_segmenter) are the same in one
+process and under torchrun. They ask `current_world()` which process they are; with one process
+every helper here is a no-op. Under torchrun the CLI joins the process group (`process_group`):
+
+    torchrun --nproc_per_node=2 -m mdsdys train classifier
+
+Every rank trains on its share of each batch, gradients are averaged by DistributedDataParallel,
+and only rank 0 reports progress, registers the model and writes to the store. Decisions that
+must be the same on every rank (stop early, stop at the time cap, cancel) are taken by rank 0
+and broadcast, so no rank waits forever in a collective the others have left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 reports, saves and registers."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+SINGLE = World()
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun sets WORLD_SIZE (and RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) for each process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def current_world() -> World:
+    """The process group this process has joined, or SINGLE."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return SINGLE
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def backend() -> str:
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[World]:
+    """Join the torchrun process group for the duration of a training command; SINGLE when not launched so."""
+    if not launched_by_torchrun() or current_world().distributed:
+        yield current_world()
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend())
+    world = current_world()
+    log.info("joined %s process group as rank %d of %d", backend(), world.rank, world.size)
+    try:
+        yield world
+    finally:
+        dist.destroy_process_group()
+
+
+def device(world: World) -> torch.device:
+    """This rank's GPU when there are GPUs, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank if world.distributed else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def wrap(net: nn.Module, world: World) -> nn.Module:
+    """The module to call in training: DDP around `net` across ranks, `net` itself in one process.
+
+    Rank 0's weights are broadcast when DDP is built, so every rank starts from the same model.
+    """
+    if not world.distributed:
+        return net
+    ids = [world.local_rank] if torch.cuda.is_available() else None
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+
+def shard(batch: torch.Tensor, world: World) -> torch.Tensor:
+    """This rank's part of a batch that every rank drew identically."""
+    return batch[world.rank::world.size] if world.distributed else batch
+
+
+def agree(flag: bool, world: World) -> bool:
+    """Rank 0's answer, on every rank."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([int(flag)], device=device(world))
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def mean(value: float, world: World) -> float:
+    """The mean of a per-rank number (a training loss) over the ranks."""
+    if not world.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device(world))
+    dist.all_reduce(total)
+    return float(total.item()) / world.size
