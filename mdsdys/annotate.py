@@ -15,21 +15,28 @@ from PIL import Image
 from scipy import ndimage
 from sqlite_utils import Database
 
+from mdsdys import jobs
+from mdsdys.config import Settings
 from mdsdys.detect import slide_diameter
 from mdsdys.errors import MdsdysError
 from mdsdys.images import encode_png, read_rgb
-from mdsdys.store import write_transaction
-from mdsdys.store.audit import log_action
 from mdsdys.segment import load_segmenter, segment_patch
 from mdsdys.segtrain import MIN_MASKS
+from mdsdys.store import connect, write_transaction
+from mdsdys.store.audit import log_action
 from mdsdys.store.models import active_model
 from mdsdys.store.patches import get_masks, get_patch_image, patch_slide, save_mask
+from mdsdys.store.scales import slide_scale
+from mdsdys.store.slides import update_slide
 from mdsdys.store.users import User
 
 MIN_MASKS_FIRST_MODEL = MIN_MASKS
 NUCLEUS_RGBA = (255, 0, 255, 110)   # translucent magenta: the nucleus stays visible under the brush
 ERASE_RGB = (0, 255, 0)             # opaque green marks erased pixels
 MASK_SOURCES = ("drawn", "model_seeded")
+# Nucleus diameters a person may set, px: below 4 the U-Net would enlarge a field absurdly,
+# above 400 a field holds only a nucleus or two.
+DIAMETER_RANGE = (4.0, 400.0)
 
 
 class MaskError(MdsdysError):
@@ -149,3 +156,65 @@ def model_mask(db: Database, patch_id: int) -> np.ndarray:
     slide_id = patch_slide(db, patch_id)
     diameter, _ = slide_diameter(db, slide_id)
     return segment_patch(model, field_image(db, patch_id), diameter).mask
+
+
+@dataclass(frozen=True)
+class SlideScale:
+    """What the app knows of a slide's scale, for showing and correcting it."""
+
+    diameter_px: float | None   # the nucleus diameter detection uses; None until one is set or estimated
+    source: str                 # 'person', 'um_per_px', 'estimate' or 'none'
+    um_per_px: float | None
+
+    @property
+    def estimated(self) -> bool:
+        return self.source == "estimate"
+
+    def describe(self) -> str:
+        """One line for the page."""
+        if self.diameter_px is None:
+            return "not known yet: the segmenter estimates it the first time it detects cells on this slide"
+        if self.source == "um_per_px":
+            how = f"from the slide's {self.um_per_px:g} µm per pixel"
+        elif self.source == "estimate":
+            how = "estimated by the segmenter; correct it if this slide's nuclei look larger or smaller"
+        else:
+            how = "set by a person"
+        return f"{self.diameter_px:.1f} px ({how})"
+
+
+def slide_scale_of(db: Database, slide_id: int) -> SlideScale:
+    """The nucleus diameter detection uses on a slide (detect.slide_diameter), and where it came from."""
+    stored, um_per_px, stored_is_estimate = slide_scale(db, slide_id)
+    diameter, _ = slide_diameter(db, slide_id)
+    if stored and not stored_is_estimate:
+        source = "person"
+    elif um_per_px:
+        source = "um_per_px"
+    else:
+        source = "estimate" if diameter else "none"
+    return SlideScale(diameter, source, um_per_px)
+
+
+def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_px: float) -> int | None:
+    """A person's nucleus diameter for a slide, audited; re-detects its unread cells when a segmenter exists.
+
+    Returns the id of the queued detection job, or None when there is no segmenter yet.
+    """
+    low, high = DIAMETER_RANGE
+    if not low <= float(diameter_px) <= high:
+        raise MdsdysError(f"A nucleus diameter of {diameter_px:g} px is out of range; use {low:g} to {high:g} px "
+                          "(measure a typical nucleus on one field of the slide).")
+    with connect(settings.db_path) as db:
+        before = slide_scale_of(db, slide_id)
+        with write_transaction(db):
+            update_slide(db, slide_id, nucleus_diameter_px=float(diameter_px))
+            log_action(db, user, "slide_scale", "slide", slide_id,
+                       before={"diameter_px": before.diameter_px, "source": before.source},
+                       after={"diameter_px": float(diameter_px)})
+        has_segmenter = active_model(db, "segmenter") is not None
+    if not has_segmenter:
+        return None
+    # Detection only ever replaces cells nobody has read, so any annotator may trigger it.
+    return jobs.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": diameter_px},
+                        None)

@@ -22,6 +22,7 @@ from mdsdys.segment import (
     Segmenter,
     load_segmenter,
     segment_patch,
+    uncertainty_of,
 )
 from mdsdys.store.cells import (
     DetectedCell,
@@ -30,7 +31,7 @@ from mdsdys.store.cells import (
     replaceable_cells,
 )
 from mdsdys.store.models import ModelRecord, active_model
-from mdsdys.store.patches import get_patch_image, list_patches
+from mdsdys.store.patches import get_patch_image, list_patches, record_uncertainty
 from mdsdys.store.scales import slide_scale, store_estimated_diameter
 from mdsdys.store.slides import find_slide, get_slide
 
@@ -82,6 +83,7 @@ def segment_slide(db: Database, slide_id: int, model_record: ModelRecord,
         image = read_rgb(get_patch_image(db, patch["id"]).data)
         result = segment_patch(model, image, diameter)  # None: estimated per field, as a last resort
         added, removed, unchanged = _store(db, patch["id"], result, model_record.id)
+        record_uncertainty(db, patch["id"], model_record.id, uncertainty_of(result.prob))
         totals["cells"] += len(result.nuclei)
         totals["added"] += added
         totals["removed"] += removed

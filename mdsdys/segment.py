@@ -238,8 +238,13 @@ def patch_uncertainty(model: Segmenter, image: np.ndarray, nucleus_diameter: flo
     """
     image = check_image(image)
     scale = _checked_scale(model, image.shape, nucleus_diameter) if nucleus_diameter else 1.0
-    prob = prob_at_scale(model, image, scale)
-    return float(np.mean(4.0 * prob * (1.0 - prob)))
+    return uncertainty_of(prob_at_scale(model, image, scale))
+
+
+def uncertainty_of(prob: np.ndarray) -> float:
+    """Mean of 4 p (1 - p) over a probability map: 0 where the model is sure, 1 where p = 0.5 everywhere."""
+    prob = np.asarray(prob, dtype=np.float64)
+    return float(np.mean(4.0 * prob * (1.0 - prob))) if prob.size else 0.0
 
 
 def validate_mask(mask: np.ndarray, patch_size: tuple[int, int]) -> tuple[np.ndarray, int]:

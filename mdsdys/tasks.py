@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from mdsdys import detect, segtrain
+from mdsdys import detect, jobs, segtrain
 from mdsdys.clstrain import ClsTrainConfig
 from mdsdys.errors import MdsdysError
 from mdsdys.jobs import JobContext, job_handler
@@ -59,12 +59,20 @@ def _progress_reporter(ctx: JobContext, metric: str) -> Callable[[Any], None]:
 
 
 @job_handler("train_segmenter")
-def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train a U-Net on every stored mask and register it (the first one becomes active)."""
+def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None,
+                        follow_up: bool = True) -> dict[str, Any]:
+    """Train a U-Net on every stored mask and register it (the first one becomes active).
+
+    When the new model is active (the first segmenter), detection on every slide is queued next
+    (`follow_up`): it finds the cells to review and scores each field's uncertainty for Annotate.
+    A later model waits for promotion, which queues the same (mdsdys.promotion).
+    """
     config = apply_overrides(SegTrainConfig(), ctx.params.get("settings", {}) if settings is None else settings)
     ctx.report(stage="reading masks", metric="val_dice")
     result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
                                                _progress_reporter(ctx, "val_dice"), ctx.should_stop)
+    if follow_up and record.status == "active":
+        jobs.enqueue(ctx.settings, "segment_slides", {"after_first_model": record.version}, None, start_worker=False)
     return {"model_id": record.id, "version": record.version, "status": record.status,
             "split": result.split, "dice": result.metrics.get("val_dice")}
 
@@ -98,14 +106,21 @@ def segment_slides_job(ctx: JobContext) -> dict[str, Any]:
 
 
 @job_handler("train_classifier")
-def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train a classifier on the scheme's human labels, on the active model's test split when one exists."""
+def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None,
+                         follow_up: bool = True) -> dict[str, Any]:
+    """Train a classifier on the scheme's human labels, on the active model's test split when one exists.
+
+    The scheme's first classifier is active at once, so proposals for its slides are queued next.
+    """
     overrides = dict(ctx.params.get("settings", {}) if settings is None else settings)
     scheme_name = overrides.pop("scheme", DEFAULT_SCHEME_NAME)
     config = apply_overrides(ClsTrainConfig(), overrides)
     ctx.report(stage="reading labelled cells", metric="val_macro_f1")
     result, record = train_classifier_from_store(ctx.settings, scheme_name, config, _job_user(ctx),
                                                  _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop)
+    if follow_up and record.status == "active":
+        jobs.enqueue(ctx.settings, "propose_slides", {"scheme": scheme_name, "after_first_model": record.version},
+                     None, start_worker=False)
     return {"model_id": record.id, "version": record.version, "status": record.status,
             "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind}
 
@@ -125,7 +140,7 @@ def propose_slides_job(ctx: JobContext) -> dict[str, Any]:
                 continue
             step = _check(ctx)
             total += propose_labels(db, slide.id, unread_only=unread_only,
-                                    progress=lambda done, n: step(done, n, slide.case_id))
+                                    progress=lambda done, n, step=step, case=slide.case_id: step(done, n, case))
     return {"cells": total, "slides": len(slides), "unread_only": unread_only}
 
 
@@ -145,9 +160,9 @@ def demo_bootstrap_job(ctx: JobContext) -> dict[str, Any]:
         has_segmenter = active_model(db, "segmenter") is not None
         has_classifier = active_model(db, "classifier", DEFAULT_SCHEME_NAME) is not None
     if not has_segmenter:
-        done["segmenter"] = train_segmenter_job(ctx, ctx.params.get("segmenter", DEMO_SEGMENTER))
+        done["segmenter"] = train_segmenter_job(ctx, ctx.params.get("segmenter", DEMO_SEGMENTER), follow_up=False)
     done["detection"] = segment_slides_job(ctx)
     if not has_classifier:
-        done["classifier"] = train_classifier_job(ctx, ctx.params.get("classifier", DEMO_CLASSIFIER))
+        done["classifier"] = train_classifier_job(ctx, ctx.params.get("classifier", DEMO_CLASSIFIER), follow_up=False)
     done["proposals"] = propose_slides_job(ctx)
     return done

@@ -6,7 +6,7 @@ from streamlit_drawable_canvas import st_canvas
 
 from mdsdys import annotate, ui
 from mdsdys.errors import MdsdysError
-from mdsdys.store.patches import annotation_queue
+from mdsdys.store.patches import annotation_queue, patch_slide
 
 ui.page_setup("Annotate")
 st.title("Annotate nucleus masks")
@@ -20,13 +20,16 @@ if not queue:
 
 masked = sum(1 for field in queue if field["masks"])
 st.caption(f"{masked} of {len(queue)} fields have a mask. A first segmenter needs at least "
-           f"{annotate.MIN_MASKS_FIRST_MODEL} masked fields; more, from several slides, make it better.")
+           f"{annotate.MIN_MASKS_FIRST_MODEL} masked fields; more, from several slides, make it better. "
+           "Fields without a mask come first; once a segmenter exists, those it is least sure about lead.")
 
 position = st.session_state.setdefault("annotate_position", 0) % len(queue)
 field = queue[position]
 with ui.store() as db:
     image = annotate.field_image(db, field["id"])
     saved_mask, saved_source = annotate.current_mask(db, user, field["id"])
+    slide_id = patch_slide(db, field["id"])
+    scale = annotate.slide_scale_of(db, slide_id)
 base = st.session_state.get(f"annotate_base_{field['id']}", saved_mask)
 source = st.session_state.get(f"annotate_source_{field['id']}", saved_source or "drawn")
 
@@ -37,6 +40,23 @@ with st.sidebar:
                               format_func=lambda i: f"part {i + 1} of {len(views)}") if len(views) > 1 else 0
     tool = st.radio("Tool", ["Brush", "Polygon", "Eraser"], key="annotate_tool", horizontal=True)
     width = st.slider("Brush width (canvas pixels)", 2, 60, 14, key="annotate_brush")
+    if field["uncertainty"] is not None:
+        st.caption(f"Segmenter uncertainty on this field: {field['uncertainty']:.2f} (0 sure, 1 unsure).")
+    with st.expander("Slide scale", expanded=scale.estimated):
+        st.write(f"Nucleus diameter on slide {field['slide']}: {scale.describe()}")
+        if saved := st.session_state.pop("annotate_scale_saved", None):
+            st.success(saved)
+        with st.form("annotate_scale"):
+            diameter = st.number_input("Nucleus diameter (px)", *annotate.DIAMETER_RANGE,
+                                       value=float(scale.diameter_px or 24.0), step=0.5, key="annotate_diameter")
+            if st.form_submit_button("Set the slide's scale"):
+                try:
+                    job = annotate.set_slide_diameter(ui.settings(), user, slide_id, diameter)
+                    st.session_state["annotate_scale_saved"] = f"Saved {diameter:g} px." + (
+                        " Unread cells on this slide are being re-detected." if job else "")
+                    st.rerun()
+                except MdsdysError as exc:
+                    ui.show_error(exc)
 view = views[view_index]
 canvas_w, canvas_h = annotate.canvas_size(view)
 stroke = annotate.ERASE_RGB if tool == "Eraser" else annotate.NUCLEUS_RGBA[:3]

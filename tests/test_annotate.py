@@ -7,7 +7,11 @@ from conftest import image_bytes
 from mdsdys import annotate, auth, ingest
 from mdsdys.images import read_rgb
 from mdsdys.store.audit import list_audit
-from mdsdys.store.patches import annotation_queue, get_masks
+from mdsdys.config import load_settings
+from mdsdys.errors import MdsdysError
+from mdsdys.store.models import insert_model
+from mdsdys.store.patches import annotation_queue, get_masks, patch_slide, record_uncertainty
+from mdsdys.store.scales import store_estimated_diameter
 
 
 def _field(db, width=300, height=200):
@@ -81,6 +85,38 @@ def test_fields_without_masks_come_first_in_the_queue(db):
     first = annotation_queue(db)[0]
     annotate.save_annotation(db, ann, first["id"], np.full((40, 48), 255, np.uint8))
     assert [f["masks"] for f in annotation_queue(db)] == [0, 0, 1]
+
+
+def test_once_scored_the_fields_the_segmenter_is_least_sure_of_come_first(db):
+    files = [ingest.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(4)]
+    ingest.import_patches(db, "S1", files)
+    ids = [f["id"] for f in annotation_queue(db)]
+    model = insert_model(db, "segmenter", "seg-1", None, "unet", "seg-1.pt", {}, {}, None)
+    for patch_id, value in zip(ids, [0.05, 0.40, 0.20, 0.90]):
+        record_uncertainty(db, patch_id, model, value)
+    ann = auth.create_user(db, "ann", "password-a", "reader")
+    annotate.save_annotation(db, ann, ids[3], np.full((40, 48), 255, np.uint8))  # the least sure, but masked
+    record_uncertainty(db, ids[0], model, 0.10)  # a newer score replaces the older one
+    queue = annotation_queue(db)
+    assert [f["id"] for f in queue] == [ids[1], ids[2], ids[0], ids[3]]
+    assert [f["uncertainty"] for f in queue] == [0.40, 0.20, 0.10, 0.90]
+
+
+def test_the_slide_scale_is_shown_with_its_source_and_a_person_can_correct_it(db, home):
+    field = _field(db)
+    slide_id = patch_slide(db, field["id"])
+    assert annotate.slide_scale_of(db, slide_id).source == "none"
+    store_estimated_diameter(db, slide_id, 31.5)
+    scale = annotate.slide_scale_of(db, slide_id)
+    assert scale.estimated and scale.diameter_px == 31.5 and "estimated" in scale.describe()
+    ann = auth.create_user(db, "ann", "password-a", "reader")
+    with pytest.raises(MdsdysError, match="out of range"):
+        annotate.set_slide_diameter(load_settings(), ann, slide_id, 1.0)
+    assert annotate.set_slide_diameter(load_settings(), ann, slide_id, 24.0) is None  # no segmenter: no re-detection
+    scale = annotate.slide_scale_of(db, slide_id)
+    assert (scale.diameter_px, scale.source) == (24.0, "person") and "set by a person" in scale.describe()
+    entry = list_audit(db, action="slide_scale")[0]
+    assert entry["username"] == "ann" and '"estimate"' in entry["before"]
 
 
 @pytest.mark.slow

@@ -58,6 +58,14 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
     with connect(settings.db_path) as db:
         assert active_model(db, "segmenter").version == job.progress["result"]["version"]
         assert list_audit(db, action="job_queue")
+        queued = db.execute("SELECT kind, params FROM jobs WHERE id > ?", [job_id]).fetchall()
+    # The first segmenter is active at once, so detection on every slide follows it.
+    assert [kind for kind, _ in queued] == ["segment_slides"]
+    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    with connect(settings.db_path) as db:
+        fields = db.execute("SELECT COUNT(*) FROM patches WHERE kind = 'field'").fetchone()[0]
+        scored = db.execute("SELECT COUNT(*) FROM field_uncertainty").fetchone()[0]
+    assert scored == fields > 0
 
 
 def test_a_job_runs_in_a_real_worker_subprocess(settings):
@@ -136,6 +144,8 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
     assert job.state == "done", job.error
     with connect(settings.db_path) as db:
         assert active_model(db, "segmenter") and active_model(db, "classifier", "mds8")
+        # The bootstrap detects and proposes itself: it queues no follow-up jobs.
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
         detected = db.execute("SELECT COUNT(*) FROM cells WHERE source = 'detected'").fetchone()[0]
         proposed = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
     assert job.progress["result"]["detection"]["added"] == detected

@@ -135,3 +135,16 @@ def test_pages_hold_no_sql_and_no_model_code(page):
 def test_only_the_ui_adapter_imports_streamlit():
     offenders = [p.name for p in (REPO / "mdsdys").rglob("*.py") if "streamlit" in _imports(p) and p.name != "ui.py"]
     assert offenders == []
+
+
+def test_a_reader_corrects_the_slide_scale_on_the_annotate_page(home, monkeypatch):
+    with connect(home / "labels.db") as db:
+        build_demo(db, seed=0, patches_per_slide=2)
+    at = _as(home, "reader1", "pages/2_Annotate.py")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Nucleus diameter on slide" in m.value for m in at.markdown)
+    at.number_input(key="annotate_diameter").set_value(27.5)
+    next(b for b in at.button if b.label == "Set the slide's scale").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert any("Saved 27.5 px" in s.value for s in at.success)
+    assert any("27.5 px (set by a person)" in m.value for m in at.markdown)

@@ -123,13 +123,27 @@ def get_cell(db: Database, cell_id: int) -> Cell:
 
 
 def annotation_queue(db: Database) -> list[dict]:
-    """Fields in annotation order: those without any mask first, then the rest, oldest first."""
+    """Fields in annotation order: those without any mask first, then those with one.
+
+    Within each group the fields a segmenter was least sure about come first (once one has scored
+    them, see record_uncertainty), then unscored fields, oldest first. Rows carry `uncertainty`.
+    """
     return list(db.query(
         "SELECT p.id, p.name, s.case_id AS slide, i.width, i.height, "
-        "(SELECT COUNT(*) FROM masks m WHERE m.patch_id = p.id) AS masks "
+        "(SELECT COUNT(*) FROM masks m WHERE m.patch_id = p.id) AS masks, u.uncertainty "
         "FROM patches p JOIN slides s ON s.id = p.slide_id JOIN images i ON i.sha256 = p.image_sha256 "
-        "WHERE p.kind = 'field' ORDER BY masks > 0, p.id"
+        "LEFT JOIN field_uncertainty u ON u.patch_id = p.id "
+        "WHERE p.kind = 'field' ORDER BY masks > 0, u.uncertainty IS NULL, u.uncertainty DESC, p.id"
     ))
+
+
+def record_uncertainty(db: Database, patch_id: int, model_id: int, uncertainty: float) -> None:
+    """Store (replace) a segmenter's uncertainty about a field."""
+    db.execute(
+        "INSERT INTO field_uncertainty (patch_id, model_id, uncertainty, scored_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (patch_id) DO UPDATE SET model_id = excluded.model_id, uncertainty = excluded.uncertainty, "
+        "scored_at = excluded.scored_at", [patch_id, model_id, float(uncertainty), utcnow()],
+    )
 
 
 def newest_masks(db: Database) -> list[dict]:

@@ -223,3 +223,22 @@ def m003_proposals_by_slide(db: Database) -> None:
     """Keep each proposal's slide beside it, so per-slide model counts need no join over all cells."""
     for statement in _split(_M003):
         db.execute(statement)
+
+
+_M004 = """
+-- How unsure a segmenter was about each field (issue 3): the Annotate queue asks for masks on the
+-- fields it is least sure about first. Written by detection as a by-product of its forward pass.
+CREATE TABLE field_uncertainty (
+    patch_id INTEGER PRIMARY KEY REFERENCES patches(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    uncertainty REAL NOT NULL,       -- mean 4 p (1 - p) over the field: 0 = sure, 1 = p is 0.5 everywhere
+    scored_at TEXT NOT NULL
+);
+"""
+
+
+@migrations()
+def m004_field_uncertainty(db: Database) -> None:
+    """A per-field segmenter uncertainty, for ordering the annotation queue."""
+    for statement in _split(_M004):
+        db.execute(statement)
