@@ -13,7 +13,10 @@ at the same batch size is timed in the same run. Then the paper's setting (Incep
 scratch, Adam 1e-4, batch 32; 75 px, its minimum input) trains on the same cells under a
 wall-clock cap, since its 200 epochs would take hours here.
 
---quick trains 3 short epochs on 40 cells per class, to check the script; not the benchmark.
+--compare resnet18 mobilenet_v3_small also trains those with the default recipe (only the
+architecture changed, and the epochs with --compare-epochs), for the choice of the default.
+--quick trains 3 short epochs on 40 cells per class, to check the script; its figures are not the
+benchmark.
 """
 
 from __future__ import annotations
@@ -168,8 +171,9 @@ def run_default(db, home: Path, slide_id: int, cells: dict[int, str], held: set[
             **summarise(report), "report": report}
 
 
-def run_paper(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig, batch_size: int) -> dict:
-    """The paper's Inception-v3 setting on the same cells, under a time cap; scored with predict_proba."""
+def run_other(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig, batch_size: int,
+              setting: str) -> dict:
+    """Another setting on the same cells (the paper's, or another architecture); scored with predict_proba."""
     scheme = load_scheme(db, "pbc")
     every = training_samples(db, "pbc", size=config.input_size)
     samples = [s for s in every if cells[s.cell_id] not in held]
@@ -179,7 +183,7 @@ def run_paper(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig,
     proba = predict_proba(result.classifier, [s.crop for s in test], batch_size)
     predict_s = time.perf_counter() - start
     report = metrics.classification_report(np.array([scheme.codes.index(s.code) for s in test]), proba, scheme.codes)
-    return {"setting": "paper", "arch": config.arch, "input": config.input_size, "config": config.to_dict(),
+    return {"setting": setting, "arch": config.arch, "input": config.input_size, "config": config.to_dict(),
             "train_cells": len(samples), "train_s": train_s, "train_cpu_s": cpu_s, "epochs": len(result.history),
             "best_epoch": result.history[-1].best_epoch, "temperature": result.classifier.temperature,
             "inner_test": result.metrics.get("macro_f1"), "cells_per_s": len(test) / predict_s,
@@ -194,12 +198,14 @@ def _f(value, digits=3) -> str:
 def comparison_table(rows: list[dict]) -> str:
     """One markdown row per setting."""
     head = ("setting", "arch", "input", "epochs (best)", "train min", "macro-F1", "accuracy", "min AUC", "ECE",
-            "cells/s end to end", "cells/s forward")
+            "cells/s", "cells/s forward")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['arch']} | {r['input']} | {r['epochs']} ({r['best_epoch']}) | "
                      f"{r['train_s'] / 60:.1f} | {_f(r['macro_f1'])} | {_f(r['accuracy'])} | {_f(r['min_auc'])} | "
                      f"{_f(r['ece'])} | {r['cells_per_s']:.0f} | {r['forward_per_s']:.0f} |")
+    lines.append("\ncells/s: the default end to end (store read, decode, crop, forward, store write by propose_labels); "
+                 "the others through predict_proba on decoded crops. Forward: the network alone, batch 256.")
     return "\n".join(lines)
 
 
@@ -219,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock cap for the paper's setting (0 skips it)")
     parser.add_argument("--batch-size", type=int, default=256, help="inference batch (propose_labels' default)")
     parser.add_argument("--quick", action="store_true", help="3 short epochs on 40 cells per class")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="ARCH",
+                        help="also train these architectures with the default recipe")
+    parser.add_argument("--compare-epochs", type=int, default=None,
+                        help="epochs for the --compare architectures (default: the default's); the one-cycle "
+                             "schedule spans them, so a shorter run is still a complete one")
     parser.add_argument("--save-model", type=Path, help="also keep the default model's checkpoint here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -233,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         names = sorted(cells.values())
         held = heldout_split(names, [n.split("/")[0] for n in names])
         rows = [run_default(db, Path(tmp), slide_id, cells, held, config, args.batch_size, args.save_model)]
+        for arch in args.compare:
+            other = dataclasses.replace(config, arch=arch, epochs=args.compare_epochs or config.epochs)
+            rows.append(run_other(db, cells, held, other, args.batch_size, "recipe"))
         if args.paper_minutes > 0:
-            rows.append(run_paper(db, cells, held, paper, args.batch_size))
+            rows.append(run_other(db, cells, held, paper, args.batch_size, "paper"))
     info["load_after"] = os.getloadavg()[0]
     data = {"folder": str(args.data), "cells": len(cells), "classes": sorted({n.split("/")[0] for n in cells.values()}),
             "train": len(cells) - len(held), "heldout": len(held), "import_s": import_s}

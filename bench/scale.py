@@ -65,8 +65,11 @@ def time_store(db_path: Path, reader_id: int, slide_case: str, n: int = 200) -> 
     return {"next_cell": _summary(next_times), "record_read": _summary(read_times)}
 
 
-def time_apptest_review(db_path: Path, reader_id: int, n: int = 40) -> dict[str, float]:
-    """A whole review action through AppTest: press a class button, the page reruns with the next cell."""
+def time_apptest_review(db_path: Path, reader_id: int, n: int = 40, raw: bool = False) -> dict[str, float] | list[float]:
+    """A whole review action through AppTest: press a class button, the page reruns with the next cell.
+
+    Returns p50/p95, or with `raw` the seconds of each action.
+    """
     from conftest import open_page
     os.environ["MDSDYS_DB"] = str(db_path)
     at = open_page("pages/3_Review.py", reader_id, timeout=120)
@@ -77,7 +80,7 @@ def time_apptest_review(db_path: Path, reader_id: int, n: int = 40) -> dict[str,
         at.button(key=f"review_class_{'EN' if i % 2 else 'GN'}").click().run()
         times.append(time.perf_counter() - start)
         assert not at.exception, at.exception
-    return _summary(times)
+    return times if raw else _summary(times)
 
 
 def time_browser(home: Path, reader: str, password: str) -> dict[str, float]:

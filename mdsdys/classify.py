@@ -76,7 +76,7 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
     net.eval()
     out = []
     for chunk in torch.split(images, batch_size):
-        x = normalizer(chunk.to(device).float().div_(255)).contiguous(memory_format=memory_format(device))
+        x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=memory_format(device)))
         with autocast(device):
             out.append(net(x).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))

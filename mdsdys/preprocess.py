@@ -91,6 +91,12 @@ class Normalizer:
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> normalised float in the same memory layout, one new tensor (inference)."""
+        x = images.float()
+        scale = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255
+        return x.sub_(torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255).div_(scale)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:

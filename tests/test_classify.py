@@ -332,3 +332,13 @@ def test_augmentation_keeps_shape_and_range():
     still = augment(batch, torch.Generator().manual_seed(0), AugmentConfig(
         rotate=False, flip=False, scale=0, shift=0, hed_scale=0, hed_bias=0, brightness=0))
     assert torch.allclose(still, batch.float() / 255, atol=2e-2)  # no jitter: the image itself
+
+
+def test_inference_normalises_uint8_as_training_does():
+    from mdsdys.preprocess import Normalizer
+
+    normalizer = Normalizer((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    fast = normalizer.from_uint8(images.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(fast, normalizer(images.float() / 255), atol=1e-5)
+    assert fast.is_contiguous(memory_format=torch.channels_last)

@@ -1,5 +1,6 @@
 """Faults: killed imports, a damaged store, and backup/restore; nothing committed is lost."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -121,3 +122,74 @@ def test_backup_and_restore_from_the_command_line(home, tmp_path):
     assert run("backup", str(tmp_path / "b.db")).returncode == 0
     assert run("restore", str(tmp_path / "b.db")).returncode == 0
     assert json.loads(run("status", "--json").stdout)["patches"] == 1
+
+
+def _proposals(db) -> dict[int, tuple[int, str]]:
+    return {cell: (model, probs) for cell, model, probs in
+            db.execute("SELECT cell_id, model_id, probs FROM proposals").fetchall()}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home):
+    """Issue 8: a worker killed while re-proposing after a promotion loses nothing and half-writes nothing."""
+    from mdsdys import jobs, promotion
+    from mdsdys.clstrain import ClsTrainConfig
+    from mdsdys.config import load_settings
+    from mdsdys.demo import build_demo
+    from mdsdys.proposals import propose_labels
+    from mdsdys.schemes import DEFAULT_SCHEME_NAME
+    from mdsdys.store.jobs import get_job
+    from mdsdys.store.reads import put_read
+    from mdsdys.store.slides import list_slides
+    from mdsdys.training import train_classifier_from_store
+
+    settings = load_settings()
+    with connect(settings.db_path) as db:
+        build_demo(db, seed=0, patches_per_slide=40, training_cells_per_class=6)
+    tiny = ClsTrainConfig(input_size=32, epochs=2, batch_size=16)
+    _, first = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, tiny)
+    _, second = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, dataclasses.replace(tiny, seed=1))
+    with connect(settings.db_path) as db:
+        slides = [s for s in list_slides(db) if s.case_id != "SYN-TRAIN"]
+        for slide in slides:
+            propose_labels(db, slide.id)  # the first model's proposals everywhere
+        reader = auth.authenticate(db, "reader1", "demo-reader-1")
+        read_cells = [row[0] for row in db.execute("SELECT id FROM cells WHERE source = 'manual' LIMIT 40")]
+        for cell in read_cells:
+            put_read(db, cell, reader.id, "EN")
+        before = _proposals(db)
+        admin = auth.authenticate(db, "admin", "demo-admin-pass")
+        promotion.promote(db, settings, admin, second.id, force=True, start_worker=False)
+        job_id = db.execute("SELECT MAX(id) FROM jobs").fetchone()[0]
+        unread = db.execute("SELECT COUNT(*) FROM cells c WHERE NOT EXISTS "
+                            "(SELECT 1 FROM reads r WHERE r.cell_id = c.id)").fetchone()[0]
+
+    def job():
+        with connect(settings.db_path) as db:
+            return get_job(db, job_id)
+
+    worker = subprocess.Popen([sys.executable, "-m", "mdsdys.cli", "worker", "--idle-exit", "2"], env=_env(home),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while job().progress.get("done", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert job().state == "running"
+    jobs.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker marks the dead job failed
+    assert job().state == "failed"
+    check_integrity(settings.db_path)
+    with connect(settings.db_path) as db:
+        after = _proposals(db)
+        assert all(after[cell] == before[cell] for cell in read_cells)  # read cells: untouched
+        assert after.keys() == before.keys()  # no proposal lost
+        redone = [cell for cell in after if after[cell][0] == second.id]
+        assert 0 < len(redone) < unread  # killed part-way: some whole batches were committed
+        assert all(len(json.loads(probs)) == 8 for _, probs in after.values())  # no half-written row
+        promotion.rollback(db, settings, admin, first.id, start_worker=False)
+        promotion.promote(db, settings, admin, second.id, force=True, start_worker=False)
+    jobs.run_worker(settings, idle_exit_s=0)  # the re-queued re-proposal finishes the work
+    with connect(settings.db_path) as db:
+        final = _proposals(db)
+        assert all(final[cell] == before[cell] for cell in read_cells)
+        assert sum(1 for model, _ in final.values() if model == second.id) == unread
