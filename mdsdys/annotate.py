@@ -28,7 +28,7 @@ from mdsdys.store.models import active_model
 from mdsdys.store.patches import get_masks, get_patch_image, patch_slide, save_mask
 from mdsdys.store.scales import slide_scale
 from mdsdys.store.slides import update_slide
-from mdsdys.store.users import User
+from mdsdys.store.users import User, system_user
 
 MIN_MASKS_FIRST_MODEL = MIN_MASKS
 NUCLEUS_RGBA = (255, 0, 255, 110)   # translucent magenta: the nucleus stays visible under the brush
@@ -196,7 +196,8 @@ def slide_scale_of(db: Database, slide_id: int) -> SlideScale:
     return SlideScale(diameter, source, um_per_px)
 
 
-def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_px: float) -> int | None:
+def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_px: float,
+                       start_worker: bool = True) -> int | None:
     """A person's nucleus diameter for a slide, audited; re-detects its unread cells when a segmenter exists.
 
     Returns the id of the queued detection job, or None when there is no segmenter yet.
@@ -213,8 +214,10 @@ def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_p
                        before={"diameter_px": before.diameter_px, "source": before.source},
                        after={"diameter_px": float(diameter_px)})
         has_segmenter = active_model(db, "segmenter") is not None
+        system = system_user(db)
     if not has_segmenter:
         return None
-    # Detection only ever replaces cells nobody has read, so any annotator may trigger it.
+    # Detection only ever replaces cells nobody has read, so any annotator may trigger it: the job
+    # runs as the system account, and the slide_scale audit row names the person.
     return jobs.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": diameter_px},
-                        None)
+                        system, start_worker)

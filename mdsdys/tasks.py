@@ -72,7 +72,8 @@ def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None,
     result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
                                                _progress_reporter(ctx, "val_dice"), ctx.should_stop)
     if follow_up and record.status == "active":
-        jobs.enqueue(ctx.settings, "segment_slides", {"after_first_model": record.version}, None, start_worker=False)
+        jobs.enqueue(ctx.settings, "segment_slides", {"after_first_model": record.version}, _job_user(ctx),
+                     start_worker=False)
     return {"model_id": record.id, "version": record.version, "status": record.status,
             "split": result.split, "dice": result.metrics.get("val_dice")}
 
@@ -120,7 +121,7 @@ def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None
                                                  _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop)
     if follow_up and record.status == "active":
         jobs.enqueue(ctx.settings, "propose_slides", {"scheme": scheme_name, "after_first_model": record.version},
-                     None, start_worker=False)
+                     _job_user(ctx), start_worker=False)
     return {"model_id": record.id, "version": record.version, "status": record.status,
             "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind}
 

@@ -136,3 +136,7 @@ def test_start_from_the_models_mask_saves_a_model_seeded_mask_at_field_size(db, 
     seeded[:8, :8] = 255  # a correction, so the mask is never empty
     annotate.save_annotation(db, ann, field["id"], seeded, source="model_seeded")
     assert get_masks(db, field["id"])[0]["source"] == "model_seeded"
+    # With a segmenter, a corrected scale re-detects the slide's unread cells in the background.
+    job_id = annotate.set_slide_diameter(load_settings(), ann, patch_slide(db, field["id"]), 22.0, start_worker=False)
+    kind, params = db.execute("SELECT kind, params FROM jobs WHERE id = ?", [job_id]).fetchone()
+    assert kind == "segment_slides" and '"slide_ids": [' in params

@@ -59,3 +59,18 @@ def test_the_train_command_runs_under_torchrun_and_registers_one_model(home):
     assert len(models) == 1 and models[0].status == "active"
     checkpoint = torch.load(models[0].path, map_location="cpu", weights_only=True)
     assert checkpoint["trained_on"] == {"device": "cpu", "processes": 2}
+
+
+@pytest.mark.slow
+def test_the_segmenter_trains_under_torchrun_too(home):
+    with connect(home / "labels.db") as db:
+        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=3)
+    settings = json.dumps({"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": 64, "max_seconds": None,
+                           "unet": {"depth": 2, "width": 4}})
+    done = torchrun("-m", "mdsdys", "train", "segmenter", "--settings", settings, env={"MDSDYS_HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Segmenter segmenter-") == 1 and "trained by 2 processes" in done.stdout
+    with connect(home / "labels.db") as db:
+        models = list_models(db, "segmenter")
+    assert len(models) == 1
+    assert torch.load(models[0].path, map_location="cpu", weights_only=True)["trained_on"]["processes"] == 2
