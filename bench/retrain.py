@@ -35,7 +35,7 @@ from dashboard import machine  # noqa: E402
 from scale import _summary, time_apptest_review  # noqa: E402
 from seed import seed_paper_scale, user_id  # noqa: E402
 
-from mdsdys import promotion  # noqa: E402
+from mdsdys import auth, promotion  # noqa: E402
 from mdsdys.clstrain import ClsTrainConfig  # noqa: E402
 from mdsdys.config import load_settings  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
@@ -64,13 +64,21 @@ def _wait_done(db_path: Path, job_id: int, poll_s: float = 0.5) -> float:
         time.sleep(poll_s)
 
 
-def review_while_running(db_path: Path, reader_id: int, job_id: int) -> list[float]:
-    """Review actions, 20 at a time, while the job is queued or running; the seconds of each."""
+def fresh_reader(db_path: Path, name: str) -> int:
+    """A new reader account, so its queue on the first slide is full (reads are per reader)."""
+    with connect(db_path) as db:
+        return auth.create_user(db, name, "bench-password", "reader").id
+
+
+def review_while_running(db_path: Path, job_id: int) -> list[float]:
+    """Review actions, 20 at a time by a fresh reader each, while the job runs; the seconds of each."""
     times: list[float] = []
+    batch = 0
     while _job(db_path, job_id).state in ("queued", "running"):
-        summary = time_apptest_review(db_path, reader_id, n=20, raw=True)
+        batch += 1
+        seconds = time_apptest_review(db_path, fresh_reader(db_path, f"busy-{batch}"), n=20, raw=True)
         if _job(db_path, job_id).state == "running":  # only actions that overlapped training count
-            times.extend(summary)
+            times.extend(seconds)
     return times
 
 
@@ -87,15 +95,15 @@ def main() -> None:
         with connect(settings.db_path) as db:
             _, cells, _ = import_pbc(db, args.data, None)
             judge = get_user(db, user_id(settings.db_path, "judge"))
-        reader = user_id(settings.db_path, "reader2")
         figures = {"machine": machine(), "data": {"pbc_cells": len(cells), "review_cells": REVIEW_CELLS}}
 
         _, first = train_classifier_from_store(settings, "pbc", ClsTrainConfig(epochs=3), judge)
-        idle = time_apptest_review(settings.db_path, reader, n=IDLE_ACTIONS, raw=True)
+        idle = time_apptest_review(settings.db_path, fresh_reader(settings.db_path, "idle"), n=IDLE_ACTIONS,
+                                   raw=True)
 
         clicked = time.monotonic()
         job_id = queue_training(settings, judge, "classifier", {"scheme": "pbc"})
-        during = review_while_running(settings.db_path, reader, job_id)
+        during = review_while_running(settings.db_path, job_id)
         trained = _wait_done(settings.db_path, job_id)
         job = _job(settings.db_path, job_id)
         with connect(settings.db_path) as db:
