@@ -15,7 +15,7 @@ from PIL import Image
 from scipy import ndimage
 from sqlite_utils import Database
 
-from mdsdys import jobs
+from mdsdys import auth, jobs
 from mdsdys.config import Settings
 from mdsdys.detect import slide_diameter
 from mdsdys.errors import MdsdysError
@@ -202,6 +202,7 @@ def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_p
 
     Returns the id of the queued detection job, or None when there is no segmenter yet.
     """
+    auth.require_role(user, "reader", "adjudicator")  # any logged-in person who annotates
     low, high = DIAMETER_RANGE
     if not low <= float(diameter_px) <= high:
         raise MdsdysError(f"A nucleus diameter of {diameter_px:g} px is out of range; use {low:g} to {high:g} px "

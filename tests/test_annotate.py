@@ -8,7 +8,7 @@ from mdsdys import annotate, auth, ingest
 from mdsdys.images import read_rgb
 from mdsdys.store.audit import list_audit
 from mdsdys.config import load_settings
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import MdsdysError, PermissionDeniedError
 from mdsdys.store.models import insert_model
 from mdsdys.store.patches import annotation_queue, get_masks, patch_slide, record_uncertainty
 from mdsdys.store.scales import store_estimated_diameter
@@ -112,6 +112,8 @@ def test_the_slide_scale_is_shown_with_its_source_and_a_person_can_correct_it(db
     ann = auth.create_user(db, "ann", "password-a", "reader")
     with pytest.raises(MdsdysError, match="out of range"):
         annotate.set_slide_diameter(load_settings(), ann, slide_id, 1.0)
+    with pytest.raises(PermissionDeniedError):
+        annotate.set_slide_diameter(load_settings(), None, slide_id, 24.0)
     assert annotate.set_slide_diameter(load_settings(), ann, slide_id, 24.0) is None  # no segmenter: no re-detection
     scale = annotate.slide_scale_of(db, slide_id)
     assert (scale.diameter_px, scale.source) == (24.0, "person") and "set by a person" in scale.describe()
