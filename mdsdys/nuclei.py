@@ -185,24 +185,3 @@ def cell_box(nucleus: Box, diameter: float, image_shape: tuple[int, ...], margin
     top = round(y + h / 2 - side / 2)
     left, top = min(max(left, 0), width - side), min(max(top, 0), height - side)
     return left, top, side, side
-
-
-def crop_cell(image: np.ndarray, box: Box, fill: tuple[int, int, int] | int | None = None) -> np.ndarray:
-    """The box cut out of (H, W, 3) uint8 and padded to (S, S, 3), S = max(w, h).
-
-    Parts of the box outside the image, and the squaring margin, are filled with `fill`: the
-    image's background colour (its per-channel 99th percentile, the glass) when None, or e.g. 0
-    for the paper's zero padding.
-    """
-    x, y, w, h = box
-    side = max(w, h)
-    if fill is None:
-        fill = tuple(int(v) for v in np.percentile(image.reshape(-1, image.shape[-1]), 99, axis=0))
-    out = np.empty((side, side, image.shape[2]), np.uint8)
-    out[:] = fill
-    top, left = (side - h) // 2, (side - w) // 2
-    y0, y1 = max(y, 0), min(y + h, image.shape[0])
-    x0, x1 = max(x, 0), min(x + w, image.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[top + y0 - y:top + y1 - y, left + x0 - x:left + x1 - x] = image[y0:y1, x0:x1]
-    return out

@@ -12,7 +12,6 @@ from mdsdys.images import encode_png
 from mdsdys.metrics_seg import ObjectCounts, dice, iou, label_mask, match_objects
 from mdsdys.nuclei import (
     cell_box,
-    crop_cell,
     instances_from_mask,
     mask_diameter,
     otsu_mask,
@@ -154,14 +153,6 @@ def test_a_cell_box_is_square_and_inside_the_image(nucleus):
     nx, ny, nw, nh = nucleus
     if max(nw, nh) + 24 <= 150:  # room for the nucleus: the box holds all of it
         assert x <= nx and y <= ny and nx + nw <= x + w and ny + nh <= y + h
-
-
-def test_crop_cell_pads_a_clipped_box_to_a_square_with_the_given_fill():
-    image = np.full((20, 30, 3), 200, np.uint8)
-    crop = crop_cell(image, (25, -5, 10, 10), fill=0)
-    assert crop.shape == (10, 10, 3)
-    assert (crop[5:, :5] == 200).all() and (crop[:5] == 0).all() and (crop[:, 5:] == 0).all()
-    assert crop_cell(image, (0, 0, 8, 4)).shape == (8, 8, 3)
 
 
 def test_checkpoint_round_trip_gives_the_same_probabilities(trained, tmp_path):
