@@ -112,9 +112,11 @@ def _wait_cell_changed(page: Page, before: int, timeout_ms: int, done_text: str 
     while time.monotonic() < deadline:
         if page.get_by_text(done_text).count():
             return
-        caption = page.get_by_text(CELL_CAPTION)
-        if caption.count():
-            match = CELL_CAPTION.match(caption.first.inner_text().strip())
+        # all_inner_texts does not wait: a rerun may remove the caption between a count and a read,
+        # and a waiting read would then block until its own timeout if the queue has just emptied.
+        captions = page.get_by_text(CELL_CAPTION).all_inner_texts()
+        if captions:
+            match = CELL_CAPTION.match(captions[0].strip())
             if match and int(match.group(1)) != before:
                 return
         page.wait_for_timeout(50)
