@@ -76,7 +76,7 @@ def review_while_running(db_path: Path, job_id: int) -> list[float]:
     batch = 0
     while _job(db_path, job_id).state in ("queued", "running"):
         batch += 1
-        seconds = time_apptest_review(db_path, fresh_reader(db_path, f"busy-{batch}"), n=20, raw=True)
+        seconds = time_apptest_review(db_path, fresh_reader(db_path, f"busy-{batch}"), n=20)
         if _job(db_path, job_id).state == "running":  # only actions that overlapped training count
             times.extend(seconds)
     return times
@@ -98,8 +98,7 @@ def main() -> None:
         figures = {"machine": machine(), "data": {"pbc_cells": len(cells), "review_cells": REVIEW_CELLS}}
 
         _, first = train_classifier_from_store(settings, "pbc", ClsTrainConfig(epochs=3), judge)
-        idle = time_apptest_review(settings.db_path, fresh_reader(settings.db_path, "idle"), n=IDLE_ACTIONS,
-                                   raw=True)
+        idle = time_apptest_review(settings.db_path, fresh_reader(settings.db_path, "idle"), n=IDLE_ACTIONS)
 
         clicked = time.monotonic()
         job_id = queue_training(settings, judge, "classifier", {"scheme": "pbc"})

@@ -16,7 +16,6 @@ import argparse
 import json
 import re
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -65,11 +64,8 @@ def time_store(db_path: Path, reader_id: int, slide_case: str, n: int = 200) -> 
     return {"next_cell": _summary(next_times), "record_read": _summary(read_times)}
 
 
-def time_apptest_review(db_path: Path, reader_id: int, n: int = 40, raw: bool = False) -> dict[str, float] | list[float]:
-    """A whole review action through AppTest: press a class button, the page reruns with the next cell.
-
-    Returns p50/p95, or with `raw` the seconds of each action.
-    """
+def time_apptest_review(db_path: Path, reader_id: int, n: int = 40) -> list[float]:
+    """A whole review action through AppTest (press a class button, the page reruns with the next cell); seconds each."""
     from conftest import open_page
     os.environ["MDSDYS_DB"] = str(db_path)
     at = open_page("pages/3_Review.py", reader_id, timeout=120)
@@ -80,7 +76,7 @@ def time_apptest_review(db_path: Path, reader_id: int, n: int = 40, raw: bool = 
         at.button(key=f"review_class_{'EN' if i % 2 else 'GN'}").click().run()
         times.append(time.perf_counter() - start)
         assert not at.exception, at.exception
-    return times if raw else _summary(times)
+    return times
 
 
 def time_browser(home: Path, reader: str, password: str) -> dict[str, float]:
@@ -140,7 +136,7 @@ def main() -> None:
         figures = {"machine": machine(), "data": f"{args.cells:,} cells on 58 slides, 8,065 read twice",
                    "seed_seconds": seeded["seconds"]}
         figures |= time_store(db_path, reader1, "BM-001")
-        figures["apptest_review_action"] = time_apptest_review(db_path, reader2)
+        figures["apptest_review_action"] = _summary(time_apptest_review(db_path, reader2))
         figures["dashboard_render_s"] = time_page(db_path, user_id(db_path, "judge"))
         if not args.no_browser:
             figures["browser_key_to_next_cell"] = time_browser(home, "reader2", "bench-password")
