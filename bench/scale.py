@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import sys
 import tempfile
 import time
@@ -81,10 +81,9 @@ def time_apptest_review(db_path: Path, reader_id: int, n: int = 40) -> list[floa
 
 def time_browser(home: Path, reader: str, password: str) -> dict[str, float]:
     """Key press to the next cell on screen in Chromium against the real server; plus the server's RSS."""
-    from playwright.sync_api import sync_playwright
-
     from browser.actions import login, open_sidebar_page
     from browser.server import running_server
+    from playwright.sync_api import sync_playwright
     times = []
     with running_server(home) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")

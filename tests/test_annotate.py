@@ -5,12 +5,17 @@ import pytest
 from conftest import image_bytes
 
 from mdsdys import annotate, auth, ingest
-from mdsdys.images import read_rgb
-from mdsdys.store.audit import list_audit
 from mdsdys.config import load_settings
 from mdsdys.errors import MdsdysError, PermissionDeniedError
+from mdsdys.images import read_rgb
+from mdsdys.store.audit import list_audit
 from mdsdys.store.models import insert_model
-from mdsdys.store.patches import annotation_queue, get_masks, patch_slide, record_uncertainty
+from mdsdys.store.patches import (
+    annotation_queue,
+    get_masks,
+    patch_slide,
+    record_uncertainty,
+)
 from mdsdys.store.scales import store_estimated_diameter
 
 

@@ -1,8 +1,8 @@
 """Grad-CAM on the review pages: a heatmap over the crop, and its share outside the nucleus."""
 
 import pytest
-
 from conftest import open_page
+
 from mdsdys import auth, explain
 from mdsdys.clstrain import ClsTrainConfig
 from mdsdys.config import load_settings

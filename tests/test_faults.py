@@ -10,9 +10,9 @@ import threading
 import time
 
 import pytest
+from conftest import REPO_ROOT, image_bytes
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO_ROOT, image_bytes
 from mdsdys import auth, ingest
 from mdsdys.backup import backup_store, restore_store
 from mdsdys.errors import MdsdysError, StoreCorruptError
