@@ -10,11 +10,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from sqlite_utils import Database
 
+from mdsdys.crops import cell_crop
 from mdsdys.errors import NotFoundError
 from mdsdys.images import encode_png, read_rgb
 from mdsdys.nuclei import Box
+from mdsdys.preprocess import encode_thumbnail
 from mdsdys.scale import estimate_set_diameter
 from mdsdys.segment import (
     ScaleEstimateError,
@@ -82,7 +85,7 @@ def segment_slide(db: Database, slide_id: int, model_record: ModelRecord,
     for done, patch in enumerate(patches, start=1):
         image = read_rgb(get_patch_image(db, patch["id"]).data)
         result = segment_patch(model, image, diameter)  # None: estimated per field, as a last resort
-        added, removed, unchanged = _store(db, patch["id"], result, model_record.id)
+        added, removed, unchanged = _store(db, patch["id"], image, result, model_record.id)
         record_uncertainty(db, patch["id"], model_record.id, uncertainty_of(result.prob))
         totals["cells"] += len(result.nuclei)
         totals["added"] += added
@@ -110,14 +113,15 @@ def segment_case(db: Database, case_id: str, progress: Progress | None = None) -
     return segment_slide(db, slide.id, active_segmenter_record(db), progress)
 
 
-def _store(db: Database, patch_id: int, result: Segmentation, model_id: int) -> tuple[int, int, bool]:
-    """Write one field's detections; (added, removed, unchanged). Skips cells that duplicate kept ones."""
+def _store(db: Database, patch_id: int, image: np.ndarray, result: Segmentation,
+           model_id: int) -> tuple[int, int, bool]:
+    """Write one field's detections with their thumbnails; (added, removed, unchanged). Skips cells that duplicate kept ones."""
     kept = kept_cell_boxes(db, patch_id)
-    cells = [DetectedCell(n.box, encode_png(n.mask)) for n in result.nuclei
-             if not any(box_iou(n.box, box) >= _SAME_CELL_IOU for box in kept)]
+    nuclei = [n for n in result.nuclei if not any(box_iou(n.box, box) >= _SAME_CELL_IOU for box in kept)]
     current = sorted(replaceable_cells(db, patch_id))
-    if current == sorted((c.box, c.nucleus_png) for c in cells):
+    if current == sorted((n.box, encode_png(n.mask)) for n in nuclei):
         return 0, 0, True  # same cells as stored: keep their ids and classifier proposals
+    cells = [DetectedCell(n.box, encode_png(n.mask), encode_thumbnail(cell_crop(image, n.box))) for n in nuclei]
     added, removed = replace_detected_cells(db, patch_id, cells, model_id)
     return added, removed, False
 

@@ -13,7 +13,7 @@ from mdsdys import metrics
 from mdsdys.classify import Classifier, predict_squares
 from mdsdys.errors import ImportProblemError, SchemeError
 from mdsdys.images import IMAGE_SUFFIXES
-from mdsdys.preprocess import decode_crops, stack_squares
+from mdsdys.preprocess import image_square, stack_squares
 
 log = logging.getLogger(__name__)
 _READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises on a damaged file
@@ -45,7 +45,7 @@ def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 
         squares, labels = [], []
         for path, label in files[start:start + batch_size]:
             try:
-                squares.extend(decode_crops(path.read_bytes(), None, classifier.input_size))
+                squares.append(image_square(path.read_bytes(), classifier.input_size))
                 labels.append(label)
             except _READ_ERRORS as exc:
                 log.warning("skipped %s: %s", path, exc)

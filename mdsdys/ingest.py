@@ -26,6 +26,7 @@ from mdsdys.images import (
     encode_png,
     iter_zip_images,
 )
+from mdsdys.preprocess import encode_thumbnail
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, LabelScheme, scheme_from_folders
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
@@ -240,10 +241,11 @@ def import_cells(db: Database, slide_name: str, files: Sequence[SourceFile], sch
     done = 0
     for batch in _batches(labelled):
         decoded = [(f, code, _decode(f, max_pixels, report)) for f, code in batch]
+        thumbnails = [encode_thumbnail(image.rgb) if image is not None else None for _, _, image in decoded]
         with write_transaction(db):
-            for file, code, image in decoded:
+            for (file, code, image), thumbnail in zip(decoded, thumbnails):
                 if image is not None:
-                    _count(report, _add_labelled_cell(db, slide.id, file.name, image, code, labeller))
+                    _count(report, _add_labelled_cell(db, slide.id, file.name, image, thumbnail, code, labeller))
         done += len(batch)
         _progress(progress, done, len(labelled), batch[-1][0].name)
     _audit_import(db, user, "import_cells", slide.id, report)
@@ -285,12 +287,13 @@ def _label_files(by_class: dict[str, list[SourceFile]], scheme: LabelScheme,
     return labelled
 
 
-def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, code: str,
+def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, thumbnail: bytes, code: str,
                        labeller: User) -> bool:
     """One imported cell: its image is its own patch and the whole image is its box."""
     stored = _stored(image)
     patch_id, _ = add_patch(db, slide_id, stored, name, kind="cell")
-    cell_id, created = add_cell(db, slide_id, patch_id, (0, 0, stored.width, stored.height), "imported")
+    cell_id, created = add_cell(db, slide_id, patch_id, (0, 0, stored.width, stored.height), "imported",
+                                thumbnail=thumbnail)
     previous = imported_read(db, cell_id)
     if previous is None or previous.code != code:
         put_read(db, cell_id, labeller.id, code, source="imported")

@@ -6,7 +6,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from sqlite_utils import Database
 
@@ -18,15 +20,27 @@ from mdsdys.classify import (
     predict_squares,
 )
 from mdsdys.errors import MdsdysError, NotFoundError
-from mdsdys.preprocess import decode_crops, stack_squares
-from mdsdys.store.cells import list_cells, patch_image_data, save_proposals
+from mdsdys.preprocess import (
+    Box,
+    decode_crops,
+    reads_thumbnails,
+    stack_squares,
+    thumbnails_from_image,
+)
+from mdsdys.store.cells import (
+    cell_thumbnails,
+    list_cells,
+    patch_image_data,
+    save_proposals,
+    save_thumbnails,
+)
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import ModelRecord, active_model
 from mdsdys.store.patches import Cell
 from mdsdys.store.slides import get_slide, load_scheme
 
 log = logging.getLogger(__name__)
-PATCHES_PER_READ = 200  # image blobs fetched per query while collecting training crops
+CELLS_PER_READ = 1000  # cells whose images are fetched per query while collecting training crops
 ProgressFn = Callable[[int, int], None]  # (cells done, cells total)
 
 
@@ -34,45 +48,87 @@ class NoCellsError(MdsdysError):
     """A slide with no cells to classify."""
 
 
-def training_samples(db: Database, scheme_name: str, size: int | None = None) -> list[CellSample]:
-    """Every cell of the scheme with a human final label (consensus, then reads incl. imported; never proposals).
+class CellRef(NamedTuple):
+    """What it takes to find a cell's pixels."""
 
-    Crops are zero-padded squares, resized to (size, size, 3) when `size` is given (use the
-    training config's input_size: faster, and a fraction of the memory). Each patch is decoded once.
+    cell_id: int
+    patch_id: int
+    box: Box
+
+
+class Source(NamedTuple):
+    """Bytes to decode once, and the cells in them: a cell's thumbnail (boxes None), or a patch with boxes."""
+
+    data: bytes
+    boxes: list[Box] | None
+    cell_ids: list[int]
+
+
+def cell_sources(db: Database, cells: Sequence[CellRef], size: int) -> list[Source]:
+    """What to decode for a model of input side `size`, reading the store on the calling thread.
+
+    Models up to THUMBNAIL_SIDE read each cell's stored thumbnail. A cell stored without one (before
+    thumbnails existed, or added by hand) gets it here, cut from its patch and saved, once. Larger
+    models cut their cells from the patches, each patch decoded once.
     """
-    labelled = final_labels(db, scheme_name, human_only=True)
-    by_patch = defaultdict(list)
-    for cell in labelled:
-        by_patch[cell.patch_id].append(cell)
-    patch_ids = sorted(by_patch)
-    samples = []
-    for start in range(0, len(patch_ids), PATCHES_PER_READ):
-        data = patch_image_data(db, patch_ids[start:start + PATCHES_PER_READ])
-        for patch_id, blob in data.items():
-            cells = by_patch[patch_id]
-            crops = decode_crops(blob, [c.box for c in cells], size)
-            samples.extend(CellSample(crop, c.label.code, c.slide, c.cell_id) for crop, c in zip(crops, cells))
-    samples.sort(key=lambda s: s.cell_id)
-    log.info("%d labelled cells of scheme %s for training", len(samples), scheme_name)
-    return samples
+    if not reads_thumbnails(size):
+        return _patch_sources(db, cells)
+    thumbnails = cell_thumbnails(db, [c.cell_id for c in cells])
+    missing = [c for c in cells if c.cell_id not in thumbnails]
+    if missing:
+        made = {cell_id: thumbnail for source in _patch_sources(db, missing)
+                for cell_id, thumbnail in zip(source.cell_ids, thumbnails_from_image(source.data, source.boxes))}
+        save_thumbnails(db, made)
+        thumbnails |= made
+        log.info("cut thumbnails for %d cells", len(made))
+    return [Source(thumbnails[c.cell_id], None, [c.cell_id]) for c in cells]
 
 
-def _read_chunk(db: Database, cells: Sequence[Cell]) -> list[tuple[bytes, list[Cell]]]:
-    """The image bytes of each patch in the chunk with its cells (store reads stay on this thread)."""
+def _patch_sources(db: Database, cells: Sequence[CellRef]) -> list[Source]:
     by_patch = defaultdict(list)
     for cell in cells:
         by_patch[cell.patch_id].append(cell)
     data = patch_image_data(db, list(by_patch))
-    return [(data[patch_id], group) for patch_id, group in by_patch.items()]
+    return [Source(data[patch_id], [c.box for c in group], [c.cell_id for c in group])
+            for patch_id, group in by_patch.items()]
 
 
-def _decode_chunk(patches: list[tuple[bytes, list[Cell]]], size: int) -> tuple[list[int], torch.Tensor]:
-    """(cell ids, (B, 3, S, S) uint8) for a chunk; runs on a helper thread (PIL releases the GIL)."""
+def decode_sources(sources: Sequence[Source], size: int | None) -> tuple[list[int], list[np.ndarray]]:
+    """(cell ids, (size, size, 3) uint8 squares; full-size squares without `size`).
+
+    Touches no store, so it may run on a helper thread.
+    """
     ids, squares = [], []
-    for blob, cells in patches:
-        squares.extend(decode_crops(blob, [c.box for c in cells], size))
-        ids.extend(c.id for c in cells)
+    for source in sources:
+        squares.extend(decode_crops(source.data, source.boxes, size))
+        ids.extend(source.cell_ids)
+    return ids, squares
+
+
+def _decode_batch(sources: Sequence[Source], size: int) -> tuple[list[int], torch.Tensor]:
+    """(cell ids, (B, 3, S, S) uint8) for one chunk of proposals; runs on the helper thread (PIL releases the GIL)."""
+    ids, squares = decode_sources(sources, size)
     return ids, stack_squares(squares)
+
+
+def training_samples(db: Database, scheme_name: str, size: int | None = None) -> list[CellSample]:
+    """Every cell of the scheme with a human final label (consensus, then reads incl. imported; never proposals).
+
+    Crops are (size, size, 3) squares as the model of that input side reads them (see cell_sources);
+    without `size`, the zero-padded crops at full resolution.
+    """
+    labelled = final_labels(db, scheme_name, human_only=True)
+    by_id = {cell.cell_id: cell for cell in labelled}
+    refs = sorted((CellRef(c.cell_id, c.patch_id, c.box) for c in labelled), key=lambda r: (r.patch_id, r.cell_id))
+    samples = []
+    for start in range(0, len(refs), CELLS_PER_READ):
+        chunk = refs[start:start + CELLS_PER_READ]
+        sources = cell_sources(db, chunk, size) if size else _patch_sources(db, chunk)
+        ids, crops = decode_sources(sources, size)
+        samples.extend(CellSample(crop, by_id[i].label.code, by_id[i].slide, i) for i, crop in zip(ids, crops))
+    samples.sort(key=lambda s: s.cell_id)
+    log.info("%d labelled cells of scheme %s for training", len(samples), scheme_name)
+    return samples
 
 
 def _cells_to_propose(db: Database, slide_id: int, unread_only: bool) -> list[Cell]:
@@ -110,14 +166,16 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
     record = resolve_classifier(db, slide.scheme_name, model_record)
     classifier = classifier or load_classifier(record.path)
     check_scheme(classifier, load_scheme(db, slide.scheme_name), slide.case_id)
-    chunks = [cells[i:i + batch_size] for i in range(0, len(cells), batch_size)]
-    done = 0
+    refs = [CellRef(c.id, c.patch_id, c.box) for c in cells]
+    chunks = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
+    size, done = classifier.input_size, 0
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_decode_chunk, _read_chunk(db, chunks[0]), classifier.input_size) if chunks else None
+        # Store reads stay on this thread; the helper decodes the next chunk while this one runs.
+        pending = pool.submit(_decode_batch, cell_sources(db, chunks[0], size), size) if chunks else None
         for k in range(len(chunks)):
             ids, squares = pending.result()
             if k + 1 < len(chunks):
-                pending = pool.submit(_decode_chunk, _read_chunk(db, chunks[k + 1]), classifier.input_size)
+                pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
             probs = predict_squares(classifier, squares, batch_size)          # (B, C)
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
                                                    for cid, p in zip(ids, probs)})

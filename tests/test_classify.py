@@ -30,12 +30,31 @@ from mdsdys.clstrain import (
 )
 from mdsdys.errors import NotFoundError, SchemeError
 from mdsdys.evaluate import evaluate_classifier, markdown_table
-from mdsdys.ingest import SourceFile, import_cells
-from mdsdys.preprocess import AugmentConfig, decode_crops
-from mdsdys.proposals import NoCellsError, propose_labels, training_samples
+from mdsdys.ingest import SourceFile, files_in_folder, import_cells
+from mdsdys.preprocess import (
+    THUMBNAIL_SIDE,
+    AugmentConfig,
+    decode_crops,
+    image_square,
+    thumbnails_from_image,
+)
+from mdsdys.proposals import (
+    CellRef,
+    NoCellsError,
+    cell_sources,
+    decode_sources,
+    propose_labels,
+    training_samples,
+)
 from mdsdys.schemes import scheme_from_folders
 from mdsdys.splits import split_samples
-from mdsdys.store.cells import get_proposal, list_cells, save_proposals
+from mdsdys.store.cells import (
+    cell_thumbnails,
+    get_proposal,
+    list_cells,
+    patch_image_data,
+    save_proposals,
+)
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import put_read
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide
@@ -291,6 +310,52 @@ def test_training_samples_come_from_human_labels_only(db, home, tiny):
     assert model_only not in ids and read_cell in ids
     assert len(samples) == 7
     assert all(s.crop.shape == (32, 32, 3) and s.group == "SYN-1" for s in samples)
+
+
+def test_imported_cells_store_thumbnails_that_proposals_and_training_read(db, home, tiny):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
+    cells = list_cells(db, slide_id)
+    thumbnails = cell_thumbnails(db, [c.id for c in cells])
+    assert set(thumbnails) == {c.id for c in cells}
+    for cell in cells:  # the stored thumbnail is what cutting the cell from its image gives
+        assert thumbnails[cell.id] == thumbnails_from_image(patch_image_data(db, [cell.patch_id])[cell.patch_id])[0]
+        assert Image.open(io.BytesIO(thumbnails[cell.id])).size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    db.execute("UPDATE images SET data = ?", [b"not an image any more"])  # only thumbnails can serve now
+    registry.register_model(db, home / "models", tiny.checkpoint)
+    assert propose_labels(db, slide_id) == 4
+    assert len(training_samples(db, "syn2", size=32)) == 4
+
+
+def test_a_cell_without_a_thumbnail_gets_one_cut_and_saved_on_first_use(db, home, tiny):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
+    expected = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])
+    db.execute("DELETE FROM cell_thumbnails")
+    registry.register_model(db, home / "models", tiny.checkpoint)
+    assert propose_labels(db, slide_id) == 4
+    assert cell_thumbnails(db, list(expected)) == expected
+
+
+def test_a_model_larger_than_the_thumbnails_cuts_its_cells_from_the_patches(db):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=1)
+    refs = [CellRef(c.id, c.patch_id, c.box) for c in list_cells(db, slide_id)]
+    small = cell_sources(db, refs, THUMBNAIL_SIDE)
+    large = cell_sources(db, refs, THUMBNAIL_SIDE + 32)
+    assert all(s.boxes is None for s in small) and all(s.boxes is not None for s in large)
+    ids, squares = decode_sources(large, THUMBNAIL_SIDE + 32)
+    assert sorted(ids) == sorted(r.cell_id for r in refs) and squares[0].shape == (128, 128, 3)
+
+
+def test_a_cell_file_reaches_evaluation_as_its_imported_cell_reaches_training(db, tmp_path):
+    folder = tmp_path / "cells"  # the store lives in tmp_path
+    for i, (crop, code) in enumerate(synthetic_cells(["EN", "GN"], 1, seed=5, size=150)):
+        (folder / code).mkdir(parents=True)
+        Image.fromarray(crop).save(folder / code / f"c{i}.jpg", quality=90)
+    assert import_cells(db, "SYN-1", files_in_folder(folder), scheme_name="syn2").ok
+    files = sorted(folder.glob("*/*.jpg"))  # EN/c0.jpg, GN/c1.jpg: imported in that order
+    for size in (32, 64, THUMBNAIL_SIDE + 8):
+        samples = training_samples(db, "syn2", size=size)
+        for path, sample in zip(files, samples, strict=True):
+            assert np.array_equal(image_square(path.read_bytes(), size), sample.crop)
 
 
 # ---------------------------------------------------------------- crops and evaluation

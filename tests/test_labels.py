@@ -3,7 +3,12 @@
 import pytest
 
 from mdsdys.labels import FinalLabel, resolve_final_label
-from mdsdys.store.cells import DetectedCell, replace_detected_cells, save_proposals
+from mdsdys.store.cells import (
+    DetectedCell,
+    cell_thumbnails,
+    replace_detected_cells,
+    save_proposals,
+)
 from mdsdys.store.labels import final_labels
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import put_read
@@ -61,3 +66,14 @@ def test_redetection_replaces_unread_cells_and_keeps_read_ones(db, slide_with_ce
     assert (added, removed) == (1, 3)
     assert cells[0] in remaining and len(remaining) == 2
     assert replace_detected_cells(db, patch_id, new, None) == (0, 0)  # idempotent
+
+
+def test_detected_cells_keep_their_thumbnails_and_replaced_ones_lose_them(db, slide_with_cells):
+    _, patch_id, _ = slide_with_cells
+    first = [DetectedCell((50, 50, 10, 10), b"png", b"thumb-a"), DetectedCell((70, 50, 10, 10), b"png", b"thumb-b")]
+    replace_detected_cells(db, patch_id, first, None)  # the fixture's four unread cells go
+    ids = [r[0] for r in db.execute("SELECT id FROM cells ORDER BY x").fetchall()]
+    assert cell_thumbnails(db, ids) == dict(zip(ids, [b"thumb-a", b"thumb-b"]))
+    replace_detected_cells(db, patch_id, first[:1], None)
+    assert cell_thumbnails(db, ids) == {ids[0]: b"thumb-a"}
+    assert db.execute("SELECT COUNT(*) FROM cell_thumbnails").fetchone()[0] == 1

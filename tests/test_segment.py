@@ -16,6 +16,7 @@ from mdsdys.nuclei import (
     mask_diameter,
     otsu_mask,
 )
+from mdsdys.preprocess import thumbnails_from_image
 from mdsdys.registry import register_model, save_checkpoint
 from mdsdys.scale import estimate_diameter
 from mdsdys.segment import (
@@ -37,7 +38,7 @@ from mdsdys.segtrain import (
     train_segmenter,
     training_samples,
 )
-from mdsdys.store.cells import list_cells
+from mdsdys.store.cells import cell_thumbnails, list_cells, patch_image_data
 from mdsdys.store.patches import StoredImage, add_patch, save_mask
 from mdsdys.store.reads import put_read
 from mdsdys.store.scales import slide_scale, store_estimated_diameter
@@ -260,6 +261,10 @@ def test_segment_slide_is_idempotent_and_never_removes_a_read_cell(db, home, tra
     first = detect.segment_slide(db, slide.id, record)
     cells = list_cells(db, slide.id)
     assert first["cells"] == len(cells) > 0 and first["diameter"] == 21.0
+    thumbnails = cell_thumbnails(db, [c.id for c in cells])
+    for cell in cells:  # each detected cell is stored with its thumbnail, cut as a backfill would cut it
+        data = patch_image_data(db, [cell.patch_id])[cell.patch_id]
+        assert thumbnails[cell.id] == thumbnails_from_image(data, [cell.box])[0]
     second = detect.segment_slide(db, slide.id, record)
     assert [c.id for c in list_cells(db, slide.id)] == [c.id for c in cells]
     assert second["added"] == second["removed"] == 0 and second["unchanged_patches"] == 2

@@ -1,4 +1,4 @@
-"""Cells on patches: listing, detection results and model proposals."""
+"""Cells on patches: listing, detection results, thumbnails and model proposals."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class DetectedCell:
 
     box: tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
     nucleus_png: bytes              # (h, w) uint8 PNG inside the box, 255 = nucleus
+    thumbnail: bytes | None = None  # the crop as mdsdys.preprocess.encode_thumbnail stores it
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,19 @@ def replace_detected_cells(db: Database, patch_id: int, cells: Sequence[Detected
             if tuple(r[1:]) not in wanted]
         for cell_id in stale:
             db.execute("DELETE FROM proposals WHERE cell_id = ?", [cell_id])
+            db.execute("DELETE FROM cell_thumbnails WHERE cell_id = ?", [cell_id])
             db.execute("DELETE FROM cells WHERE id = ?", [cell_id])
+        by_box = {tuple(int(v) for v in c.box): c for c in cells}
         added = 0
         for x, y, w, h in sorted(wanted):
-            nucleus_png = next(c.nucleus_png for c in cells if tuple(int(v) for v in c.box) == (x, y, w, h))
+            cell = by_box[(x, y, w, h)]
             cursor = db.execute(
                 "INSERT OR IGNORE INTO cells (slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?)",
-                [slide_id, patch_id, x, y, w, h, nucleus_png, model_id, utcnow()],
+                [slide_id, patch_id, x, y, w, h, cell.nucleus_png, model_id, utcnow()],
             )
+            if cursor.rowcount and cell.thumbnail is not None:
+                save_thumbnails(db, {cursor.lastrowid: cell.thumbnail})
             added += cursor.rowcount
     return added, len(stale)
 
@@ -147,3 +152,23 @@ def patch_image_data(db: Database, patch_ids: Sequence[int]) -> dict[int, bytes]
         ).fetchall()
         result.update((row[0], row[1]) for row in rows)
     return result
+
+
+def cell_thumbnails(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored thumbnails of several cells in one query: {cell id: JPEG bytes}; cells without one are absent."""
+    wanted = sorted(set(int(c) for c in cell_ids))
+    result: dict[int, bytes] = {}
+    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
+        chunk = wanted[start:start + 500]
+        rows = db.execute(
+            f"SELECT cell_id, jpeg FROM cell_thumbnails WHERE cell_id IN ({', '.join('?' * len(chunk))})", chunk,
+        ).fetchall()
+        result.update((row[0], row[1]) for row in rows)
+    return result
+
+
+def save_thumbnails(db: Database, thumbnails: Mapping[int, bytes]) -> None:
+    """Store (or replace) cells' thumbnails: {cell id: JPEG bytes}."""
+    with write_transaction(db):
+        db.conn.executemany("INSERT OR REPLACE INTO cell_thumbnails (cell_id, jpeg) VALUES (?, ?)",
+                       [(int(k), v) for k, v in thumbnails.items()])

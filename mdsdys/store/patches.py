@@ -96,8 +96,13 @@ def get_masks(db: Database, patch_id: int) -> list[dict]:
 
 
 def add_cell(db: Database, slide_id: int, patch_id: int, box: tuple[int, int, int, int], source: str,
-             nucleus_png: bytes | None = None, model_id: int | None = None) -> tuple[int, bool]:
-    """Insert a cell unless one with the same box exists on the patch; returns (cell id, created)."""
+             nucleus_png: bytes | None = None, model_id: int | None = None,
+             thumbnail: bytes | None = None) -> tuple[int, bool]:
+    """Insert a cell unless one with the same box exists on the patch; returns (cell id, created).
+
+    `thumbnail` is the crop as mdsdys.preprocess.encode_thumbnail makes it; without one, the
+    classifier cuts it from the patch the first time it needs the cell.
+    """
     x, y, w, h = (int(v) for v in box)
     row = db.execute(
         "SELECT id FROM cells WHERE patch_id = ? AND x = ? AND y = ? AND w = ? AND h = ?", [patch_id, x, y, w, h]
@@ -109,6 +114,8 @@ def add_cell(db: Database, slide_id: int, patch_id: int, box: tuple[int, int, in
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, utcnow()],
     )
+    if thumbnail is not None:
+        db.execute("INSERT INTO cell_thumbnails (cell_id, jpeg) VALUES (?, ?)", [cursor.lastrowid, thumbnail])
     return cursor.lastrowid, True
 
 

@@ -242,3 +242,21 @@ def m004_field_uncertainty(db: Database) -> None:
     """A per-field segmenter uncertainty, for ordering the annotation queue."""
     for statement in _split(_M004):
         db.execute(statement)
+
+
+_M005 = """
+-- Each cell's square crop, cut once when the cell is stored and kept small (issue 4): the
+-- classifier reads these instead of decoding a whole field or cell image on every proposal run,
+-- and training, proposals and evaluation all see the same pixels.
+CREATE TABLE cell_thumbnails (
+    cell_id INTEGER PRIMARY KEY REFERENCES cells(id),
+    jpeg BLOB NOT NULL               -- the crop zero-padded to a square, 96 x 96, JPEG quality 95
+);
+"""
+
+
+@migrations()
+def m005_cell_thumbnails(db: Database) -> None:
+    """A stored thumbnail per cell, the classifier's input before its final resize."""
+    for statement in _split(_M005):
+        db.execute(statement)
