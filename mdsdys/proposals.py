@@ -23,6 +23,7 @@ from mdsdys.errors import MdsdysError, NotFoundError
 from mdsdys.preprocess import (
     Box,
     decode_crops,
+    decode_thumbnail,
     reads_thumbnails,
     stack_squares,
     thumbnails_from_image,
@@ -100,7 +101,10 @@ def decode_sources(sources: Sequence[Source], size: int | None) -> tuple[list[in
     """
     ids, squares = [], []
     for source in sources:
-        squares.extend(decode_crops(source.data, source.boxes, size))
+        if source.boxes is None and size is not None:
+            squares.append(decode_thumbnail(source.data, size))
+        else:
+            squares.extend(decode_crops(source.data, source.boxes, size))
         ids.extend(source.cell_ids)
     return ids, squares
 

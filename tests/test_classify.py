@@ -35,7 +35,10 @@ from mdsdys.preprocess import (
     THUMBNAIL_SIDE,
     AugmentConfig,
     decode_crops,
+    decode_thumbnail,
+    encode_thumbnail,
     image_square,
+    square_resize,
     thumbnails_from_image,
 )
 from mdsdys.proposals import (
@@ -326,6 +329,16 @@ def test_imported_cells_store_thumbnails_that_proposals_and_training_read(db, ho
     assert len(training_samples(db, "syn2", size=32)) == 4
 
 
+def test_the_thumbnail_decoder_gives_the_pixels_pil_gives():
+    crop, _ = synthetic_cells(["GN"], 1, seed=3, size=90)[0]
+    thumbnail = encode_thumbnail(crop)
+    pil = np.asarray(Image.open(io.BytesIO(thumbnail)).convert("RGB"))
+    assert pil.shape == (THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3)
+    assert np.array_equal(decode_thumbnail(thumbnail, THUMBNAIL_SIDE), pil)
+    assert np.abs(pil.astype(int) - square_resize(crop, THUMBNAIL_SIDE)).mean() < 3  # JPEG q95: close to lossless
+    assert decode_thumbnail(thumbnail, 32).shape == (32, 32, 3)
+
+
 def test_a_cell_without_a_thumbnail_gets_one_cut_and_saved_on_first_use(db, home, tiny):
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
     expected = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])
@@ -342,7 +355,7 @@ def test_a_model_larger_than_the_thumbnails_cuts_its_cells_from_the_patches(db):
     large = cell_sources(db, refs, THUMBNAIL_SIDE + 32)
     assert all(s.boxes is None for s in small) and all(s.boxes is not None for s in large)
     ids, squares = decode_sources(large, THUMBNAIL_SIDE + 32)
-    assert sorted(ids) == sorted(r.cell_id for r in refs) and squares[0].shape == (128, 128, 3)
+    assert sorted(ids) == sorted(r.cell_id for r in refs) and squares[0].shape == (THUMBNAIL_SIDE + 32,) * 2 + (3,)
 
 
 def test_a_cell_file_reaches_evaluation_as_its_imported_cell_reaches_training(db, tmp_path):
