@@ -32,7 +32,6 @@ from mdsdys.classify import (
     forward_logits,
     memory_format,
 )
-from mdsdys.distributed import World, agree, current_world, shard, wrap
 from mdsdys.errors import JobCancelled, MdsdysError
 from mdsdys.preprocess import (
     AugmentConfig,
@@ -237,12 +236,12 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: ClsTrainConfig, steps: 
     raise ValueError(f"Unknown schedule {config.schedule!r}; use 'onecycle' or 'constant'.")
 
 
-def _batches(order: torch.Tensor, batch_size: int, world: World) -> list[torch.Tensor]:
+def _batches(order: torch.Tensor, batch_size: int, world: distributed.World) -> list[torch.Tensor]:
     """This rank's part of each batch; every rank gets the same number of batches."""
     chunks = list(torch.split(order, batch_size))
     if len(chunks) > 1 and chunks[-1].numel() < 2 * world.size:  # BatchNorm cannot train on a batch of one
         chunks.pop()
-    return [shard(chunk, world) for chunk in chunks]
+    return [distributed.shard(chunk, world) for chunk in chunks]
 
 
 @dataclass
@@ -251,7 +250,7 @@ class _Run:
 
     net: nn.Module
     model: nn.Module          # what training calls: net, or DDP around it across processes
-    world: World
+    world: distributed.World
     images: torch.Tensor      # (N, 3, S, S) uint8 on the device
     targets: torch.Tensor     # (N,) int64 on the device
     normalizer: Normalizer
@@ -267,7 +266,7 @@ def _train_epoch(run: _Run, train: torch.Tensor, optimizer, scheduler, weights: 
     order = train[torch.randperm(train.numel(), generator=order_gen)]
     total, seen = 0.0, 0
     for batch in _batches(order, run.config.batch_size, run.world):
-        if should_stop is not None and agree(should_stop(), run.world):
+        if should_stop is not None and distributed.agree(should_stop(), run.world):
             raise TrainingCancelled("Training was cancelled; no model was saved.")
         batch = batch.to(run.device)
         x = run.normalizer(augment(run.images[batch], augment_gen, run.config.augment))  # (B, 3, S, S)
@@ -325,7 +324,7 @@ def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch:
                      epoch, config.epochs, train_loss, val_loss, val_f1, best_epoch, entry.seconds)
             if on_epoch is not None:
                 on_epoch(entry)
-        if agree(_should_end(entry, config), world):
+        if distributed.agree(_should_end(entry, config), world):
             break
     return best_state, history
 
@@ -375,14 +374,14 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     y = _class_indices(samples, scheme)
     check_training_data(y, scheme, config.min_per_class)
     split = _split(samples, y, config, frozen_test)
-    world = current_world()
+    world = distributed.current_world()
     device = distributed.device(world)
     images = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
     normalizer = Normalizer.fit(images[torch.from_numpy(split.train)])
     torch.manual_seed(config.seed)
     net = create_model(config.arch, len(scheme.codes)).to(device, memory_format=memory_format(device))
-    run = _Run(net, wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device), normalizer, device,
-               config)
+    run = _Run(net, distributed.wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device),
+               normalizer, device, config)
     log.info("training %s on %s cells (%s split) on %s%s", config.arch, len(samples), split.kind, device,
              f", rank {world.rank} of {world.size}" if world.distributed else "")
     start = time.monotonic()
