@@ -11,10 +11,9 @@ import numpy as np
 from sqlite_utils import Database
 
 from mdsdys import auth, synth
-from mdsdys.crops import cell_crop
 from mdsdys.images import encode_png, sha256_hex
 from mdsdys.ingest import SourceFile, import_cells
-from mdsdys.preprocess import encode_thumbnail
+from mdsdys.preprocess import thumbnails_from_image
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
 from mdsdys.store.jobs import has_active_job
@@ -84,10 +83,10 @@ def _store_slide(db: Database, slide: synth.SynthSlide, group: str, owner_id: in
             patch_id, _ = add_patch(db, stored_slide.id, image, f"{slide.name}-field-{number + 1:02d}.png")
             if number % 2 == 0:  # half the fields come with masks to train a first segmenter on
                 save_mask(db, patch_id, owner_id, "imported", encode_png(patch.mask), len(patch.cells))
-            for cell in patch.cells if with_cells else ():
+            cells = patch.cells if with_cells else []
+            for cell, thumbnail in zip(cells, thumbnails_from_image(data, [c.box for c in cells]) if cells else []):
                 add_cell(db, stored_slide.id, patch_id, cell.box, "manual",
-                         nucleus_png=encode_png(cell.nucleus.astype("uint8") * 255),
-                         thumbnail=encode_thumbnail(cell_crop(patch.image, cell.box)))
+                         nucleus_png=encode_png(cell.nucleus.astype("uint8") * 255), thumbnail=thumbnail)
 
 
 def _store_training_cells(db: Database, seed: int, per_class: int) -> None:

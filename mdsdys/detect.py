@@ -10,14 +10,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from sqlite_utils import Database
 
-from mdsdys.crops import cell_crop
 from mdsdys.errors import NotFoundError
 from mdsdys.images import encode_png, read_rgb
 from mdsdys.nuclei import Box
-from mdsdys.preprocess import encode_thumbnail
+from mdsdys.preprocess import thumbnails_from_image
 from mdsdys.scale import estimate_set_diameter
 from mdsdys.segment import (
     ScaleEstimateError,
@@ -83,9 +81,10 @@ def segment_slide(db: Database, slide_id: int, model_record: ModelRecord,
     patches = list_patches(db, slide_id, kind="field")
     totals = {"patches": len(patches), "cells": 0, "added": 0, "removed": 0, "unchanged_patches": 0}
     for done, patch in enumerate(patches, start=1):
-        image = read_rgb(get_patch_image(db, patch["id"]).data)
+        data = get_patch_image(db, patch["id"]).data
+        image = read_rgb(data)
         result = segment_patch(model, image, diameter)  # None: estimated per field, as a last resort
-        added, removed, unchanged = _store(db, patch["id"], image, result, model_record.id)
+        added, removed, unchanged = _store(db, patch["id"], data, result, model_record.id)
         record_uncertainty(db, patch["id"], model_record.id, uncertainty_of(result.prob))
         totals["cells"] += len(result.nuclei)
         totals["added"] += added
@@ -113,7 +112,7 @@ def segment_case(db: Database, case_id: str, progress: Progress | None = None) -
     return segment_slide(db, slide.id, active_segmenter_record(db), progress)
 
 
-def _store(db: Database, patch_id: int, image: np.ndarray, result: Segmentation,
+def _store(db: Database, patch_id: int, data: bytes, result: Segmentation,
            model_id: int) -> tuple[int, int, bool]:
     """Write one field's detections with their thumbnails; (added, removed, unchanged). Skips cells that duplicate kept ones."""
     kept = kept_cell_boxes(db, patch_id)
@@ -121,7 +120,8 @@ def _store(db: Database, patch_id: int, image: np.ndarray, result: Segmentation,
     current = sorted(replaceable_cells(db, patch_id))
     if current == sorted((n.box, encode_png(n.mask)) for n in nuclei):
         return 0, 0, True  # same cells as stored: keep their ids and classifier proposals
-    cells = [DetectedCell(n.box, encode_png(n.mask), encode_thumbnail(cell_crop(image, n.box))) for n in nuclei]
+    thumbnails = thumbnails_from_image(data, [n.box for n in nuclei]) if nuclei else []
+    cells = [DetectedCell(n.box, encode_png(n.mask), t) for n, t in zip(nuclei, thumbnails)]
     added, removed = replace_detected_cells(db, patch_id, cells, model_id)
     return added, removed, False
 

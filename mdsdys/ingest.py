@@ -26,7 +26,7 @@ from mdsdys.images import (
     encode_png,
     iter_zip_images,
 )
-from mdsdys.preprocess import encode_thumbnail
+from mdsdys.preprocess import thumbnails_from_image
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, LabelScheme, scheme_from_folders
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
@@ -241,7 +241,7 @@ def import_cells(db: Database, slide_name: str, files: Sequence[SourceFile], sch
     done = 0
     for batch in _batches(labelled):
         decoded = [(f, code, _decode(f, max_pixels, report)) for f, code in batch]
-        thumbnails = [encode_thumbnail(image.rgb) if image is not None else None for _, _, image in decoded]
+        thumbnails = [thumbnails_from_image(image.data)[0] if image is not None else None for _, _, image in decoded]
         with write_transaction(db):
             for (file, code, image), thumbnail in zip(decoded, thumbnails):
                 if image is not None:

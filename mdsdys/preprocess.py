@@ -5,7 +5,7 @@ Array conventions:
   (as the paper's code pads) and resized to the model's input side S.
 - `batch`: (B, 3, S, S) uint8 or float tensors; float images are in [0, 1] before normalising.
 - `thumbnail`: a cell's square at THUMBNAIL_SIDE, stored as a JPEG when the cell is stored. Models
-  whose input is at most that side read their cells from it (decoding ~2.6 KB instead of a whole cell
+  whose input is at most that side read their cells from it (decoding ~4.7 KB instead of a whole cell
   image or field), and so does every other way into such a model (training, evaluation), so all
   of them see the same pixels.
 """
@@ -35,12 +35,13 @@ _RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.5
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 _OD_FLOOR = 1.0 / 255  # transmittance floor: log(0) would make a black pixel infinitely dense
 
-# The default classifier's input side (ClsTrainConfig.input_size), so its proposals decode one ~2.6 KB
+# The default classifier's input side (ClsTrainConfig.input_size), so its proposals decode one ~4.7 KB
 # JPEG per cell and resize nothing; smaller models resize from it, wider ones (the paper's 75 px
-# Inception-v3) cut their cells from the stored images. Quality 95 keeps the round trip within ~2-3
-# grey levels, well inside the stain and brightness jitter the models train with.
+# Inception-v3) cut their cells from the stored images. Full-resolution colour (4:4:4) at quality 98:
+# on PBC cells the round trip is 1.0 grey level off on average and at most ~8, where JPEG's default
+# half-resolution colour was 43 off at granule edges (and cost ~1% macro-F1 in bench/classifier.py).
 THUMBNAIL_SIDE = 64
-THUMBNAIL_QUALITY = 95
+THUMBNAIL_QUALITY = 98
 
 
 def square_resize(crop: np.ndarray, size: int) -> np.ndarray:
@@ -71,19 +72,22 @@ def decode_crops(data: bytes, boxes: Sequence[Box] | None = None, size: int | No
     return [square_resize(c, size) for c in crops] if size else [pad_to_square(c) for c in crops]
 
 
-def encode_thumbnail(crop: np.ndarray) -> bytes:
-    """(h, w, 3) uint8 crop -> the JPEG stored as the cell's thumbnail (zero-padded square, THUMBNAIL_SIDE)."""
-    buffer = io.BytesIO()
-    Image.fromarray(square_resize(crop, THUMBNAIL_SIDE)).save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
-    return buffer.getvalue()
-
-
 def thumbnails_from_image(data: bytes, boxes: Sequence[Box] | None = None) -> list[bytes]:
     """The thumbnails of the cells in one stored JPEG/PNG (boxes=None: the whole image is the cell).
 
-    Decoded at full resolution, as at import and detection, so a thumbnail is the same whichever cut it.
+    Import, detection, the demo and a cell stored without one all cut it here, from the stored bytes,
+    so a cell's thumbnail is the same whichever cut it. The squares are those decode_crops gives at
+    THUMBNAIL_SIDE (a large JPEG decoded at a reduced DCT scale: sharper than a resize of the full
+    decode, whose blur cost ~1.5% macro-F1 on PBC in bench/classifier.py).
     """
-    return [encode_thumbnail(square) for square in decode_crops(data, boxes)]
+    return [encode_thumbnail(square) for square in decode_crops(data, boxes, THUMBNAIL_SIDE)]
+
+
+def encode_thumbnail(square: np.ndarray) -> bytes:
+    """(THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3) uint8 -> JPEG bytes, full-resolution colour."""
+    buffer = io.BytesIO()
+    Image.fromarray(square).save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, subsampling="4:4:4")
+    return buffer.getvalue()
 
 
 def decode_thumbnail(data: bytes, size: int) -> np.ndarray:

@@ -100,7 +100,7 @@ def add_cell(db: Database, slide_id: int, patch_id: int, box: tuple[int, int, in
              thumbnail: bytes | None = None) -> tuple[int, bool]:
     """Insert a cell unless one with the same box exists on the patch; returns (cell id, created).
 
-    `thumbnail` is the crop as mdsdys.preprocess.encode_thumbnail makes it; without one, the
+    `thumbnail` is the cell as mdsdys.preprocess.thumbnails_from_image cuts it; without one, the
     classifier cuts it from the patch the first time it needs the cell.
     """
     x, y, w, h = (int(v) for v in box)
