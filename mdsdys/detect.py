@@ -114,7 +114,10 @@ def segment_case(db: Database, case_id: str, progress: Progress | None = None) -
 
 def _store(db: Database, patch_id: int, data: bytes, result: Segmentation,
            model_id: int) -> tuple[int, int, bool]:
-    """Write one field's detections with their thumbnails; (added, removed, unchanged). Skips cells that duplicate kept ones."""
+    """Write one field's detections with their thumbnails; (added, removed, unchanged).
+
+    Skips cells that duplicate kept ones.
+    """
     kept = kept_cell_boxes(db, patch_id)
     nuclei = [n for n in result.nuclei if not any(box_iou(n.box, box) >= _SAME_CELL_IOU for box in kept)]
     current = sorted(replaceable_cells(db, patch_id))

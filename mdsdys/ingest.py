@@ -30,7 +30,13 @@ from mdsdys.preprocess import thumbnails_from_image
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, LabelScheme, scheme_from_folders
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
-from mdsdys.store.patches import StoredImage, add_cell, add_patch, save_mask
+from mdsdys.store.patches import (
+    StoredImage,
+    add_cell,
+    add_patch,
+    images_on_slide,
+    save_mask,
+)
 from mdsdys.store.reads import imported_read, put_read
 from mdsdys.store.slides import (
     ensure_default_scheme,
@@ -241,7 +247,9 @@ def import_cells(db: Database, slide_name: str, files: Sequence[SourceFile], sch
     done = 0
     for batch in _batches(labelled):
         decoded = [(f, code, _decode(f, max_pixels, report)) for f, code in batch]
-        thumbnails = [thumbnails_from_image(image.data)[0] if image is not None else None for _, _, image in decoded]
+        known = images_on_slide(db, slide.id, [image.sha256 for _, _, image in decoded if image is not None])
+        thumbnails = [thumbnails_from_image(image.data)[0] if image is not None and image.sha256 not in known
+                      else None for _, _, image in decoded]  # a re-import cuts none again
         with write_transaction(db):
             for (file, code, image), thumbnail in zip(decoded, thumbnails):
                 if image is not None:
@@ -287,8 +295,8 @@ def _label_files(by_class: dict[str, list[SourceFile]], scheme: LabelScheme,
     return labelled
 
 
-def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, thumbnail: bytes, code: str,
-                       labeller: User) -> bool:
+def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, thumbnail: bytes | None,
+                       code: str, labeller: User) -> bool:
     """One imported cell: its image is its own patch and the whole image is its box."""
     stored = _stored(image)
     patch_id, _ = add_patch(db, slide_id, stored, name, kind="cell")

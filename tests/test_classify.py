@@ -346,6 +346,17 @@ def test_the_thumbnail_decoder_gives_the_pixels_pil_gives():
     assert decode_thumbnail(thumbnail, 32).shape == (32, 32, 3)
 
 
+def test_importing_the_same_cells_again_cuts_no_thumbnails(db, monkeypatch):
+    import mdsdys.ingest
+
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
+    before = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])
+    cut = []
+    monkeypatch.setattr(mdsdys.ingest, "thumbnails_from_image", lambda *a: cut.append(a) or [b"x"])
+    import_synthetic(db, "SYN-1", "syn2", per_class=2)
+    assert cut == [] and cell_thumbnails(db, list(before)) == before
+
+
 def test_a_cell_without_a_thumbnail_gets_one_cut_and_saved_on_first_use(db, home, tiny):
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
     expected = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -49,6 +50,18 @@ def add_patch(db: Database, slide_id: int, image: StoredImage, name: str, kind: 
         [slide_id, image.sha256, name, kind, utcnow()],
     )
     return cursor.lastrowid, True
+
+
+def images_on_slide(db: Database, slide_id: int, hashes: Sequence[str]) -> set[str]:
+    """Which of these image SHA-256 digests the slide already holds as patches."""
+    found: set[str] = set()
+    wanted = sorted(set(hashes))
+    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
+        chunk = wanted[start:start + 500]
+        rows = db.execute(f"SELECT image_sha256 FROM patches WHERE slide_id = ? AND image_sha256 IN "
+                          f"({', '.join('?' * len(chunk))})", [slide_id, *chunk]).fetchall()
+        found.update(r[0] for r in rows)
+    return found
 
 
 def get_patch_image(db: Database, patch_id: int) -> StoredImage:
