@@ -7,13 +7,13 @@ scheme `pbc`, as `mdsdys import-cells DIR --slide PBC --scheme pbc` does. A fixe
 stratified 80/20 split of the files gives the training cells and the held-out cells. The default
 model is trained with exactly `ClsTrainConfig()` (what `mdsdys train classifier` uses, including
 its own inner validation/test split), registered, and run end to end over every cell of the
-slide by `propose_labels` (store read, decode of each cell's stored thumbnail, resize, forward, store
+slide by `propose_labels` (store read, decode of each cell's stored thumbnail, forward, store
 write); its metrics are computed from the proposals stored for the held-out 20%. The bare forward
-pass of the same model at the same batch size is timed in the same run. Thumbnails are cut at import
-(its time includes them); a cold run, where propose_labels first cuts every thumbnail from the
-stored cell images as it does for cells stored without one, is timed once too. Then the paper's setting (Inception-v3 from
-scratch, Adam 1e-4, batch 32; 75 px, its minimum input) trains on the same cells under a
-wall-clock cap, since its 200 epochs would take hours here.
+pass of the same model at the same batch size is timed in the same run. Thumbnails are cut at
+import (its time includes them); a cold run, where propose_labels first cuts every thumbnail from
+the stored cell images as it does for cells stored without one, is timed once too. Then the
+paper's setting (Inception-v3 from scratch, Adam 1e-4, batch 32; 75 px, its minimum input) trains
+on the same cells under a wall-clock cap, since its 200 epochs would take hours here.
 
 --compare resnet18 mobilenet_v3_small also trains those with the default recipe (only the
 architecture changed, and the epochs with --compare-epochs), for the choice of the default.
@@ -224,7 +224,7 @@ def comparison_table(rows: list[dict]) -> str:
         lines.append(f"| {r['setting']} | {r['arch']} | {r['input']} | {r['epochs']} ({r['best_epoch']}) | "
                      f"{r['train_s'] / 60:.1f} | {_f(r['macro_f1'])} | {_f(r['accuracy'])} | {_f(r['min_auc'])} | "
                      f"{_f(r['ece'])} | {r['cells_per_s']:.0f} | {r['forward_per_s']:.0f} |")
-    lines.append("\ncells/s: the default end to end (store read, thumbnail decode, resize, forward, store write by "
+    lines.append("\ncells/s: the default end to end (store read, thumbnail decode, forward, store write by "
                  "propose_labels); the others through predict_proba on decoded crops. Forward: the network alone, "
                  "batch 256.")
     cold = [r for r in rows if r.get("cold_cells_per_s")]

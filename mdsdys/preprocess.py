@@ -38,8 +38,8 @@ _OD_FLOOR = 1.0 / 255  # transmittance floor: log(0) would make a black pixel in
 # The default classifier's input side (ClsTrainConfig.input_size), so its proposals decode one ~4.7 KB
 # JPEG per cell and resize nothing; smaller models resize from it, wider ones (the paper's 75 px
 # Inception-v3) cut their cells from the stored images. Full-resolution colour (4:4:4) at quality 98:
-# on PBC cells the round trip is 1.0 grey level off on average and at most ~8, where JPEG's default
-# half-resolution colour was 43 off at granule edges (and cost ~1% macro-F1 in bench/classifier.py).
+# on PBC cells the round trip is 1.0 grey level off on average and at most ~8 (JPEG's default
+# half-resolution colour at quality 95: 2.5 and 43, at the edges of granules and nuclei).
 THUMBNAIL_SIDE = 64
 THUMBNAIL_QUALITY = 98
 
@@ -77,8 +77,8 @@ def thumbnails_from_image(data: bytes, boxes: Sequence[Box] | None = None) -> li
 
     Import, detection, the demo and a cell stored without one all cut it here, from the stored bytes,
     so a cell's thumbnail is the same whichever cut it. The squares are those decode_crops gives at
-    THUMBNAIL_SIDE (a large JPEG decoded at a reduced DCT scale: sharper than a resize of the full
-    decode, whose blur cost ~1.5% macro-F1 on PBC in bench/classifier.py).
+    THUMBNAIL_SIDE, the pixels the classifier was benchmarked on before thumbnails existed (a large
+    JPEG is decoded at a reduced DCT scale, then resized).
     """
     return [encode_thumbnail(square) for square in decode_crops(data, boxes, THUMBNAIL_SIDE)]
 

@@ -171,4 +171,4 @@ def save_thumbnails(db: Database, thumbnails: Mapping[int, bytes]) -> None:
     """Store (or replace) cells' thumbnails: {cell id: JPEG bytes}."""
     with write_transaction(db):
         db.conn.executemany("INSERT OR REPLACE INTO cell_thumbnails (cell_id, jpeg) VALUES (?, ?)",
-                       [(int(k), v) for k, v in thumbnails.items()])
+                            [(int(k), v) for k, v in thumbnails.items()])
