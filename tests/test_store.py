@@ -7,6 +7,7 @@ import pytest
 from mdsdys.errors import SchemeError, StoreCorruptError
 from mdsdys.store import check_integrity, connect, write_transaction
 from mdsdys.store.audit import list_audit, log_action
+from mdsdys.store.db import select_in
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import own_read, put_read, read_history
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide
@@ -123,3 +124,10 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreCorruptError):
         check_integrity(path)
+
+
+def test_select_in_queries_more_values_than_sqlite_binds_at_once(db):
+    db.execute("CREATE TEMP TABLE numbers (n INTEGER, tag TEXT)")
+    db.conn.executemany("INSERT INTO numbers VALUES (?, ?)", [(n, "a" if n % 2 else "b") for n in range(1500)])
+    rows = select_in(db, "SELECT n FROM numbers WHERE tag = ? AND n IN ({})", [*range(1200), 5, 7], ["a"])
+    assert sorted(r[0] for r in rows) == list(range(1, 1200, 2))  # each value once, the leading parameter bound

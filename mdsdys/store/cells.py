@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from mdsdys.store.db import utcnow, write_transaction
+from mdsdys.store.db import select_in, utcnow, write_transaction
 from mdsdys.store.patches import Cell
 
 
@@ -142,29 +142,14 @@ def replaceable_cells(db: Database, patch_id: int) -> list[tuple[tuple[int, int,
 
 def patch_image_data(db: Database, patch_ids: Sequence[int]) -> dict[int, bytes]:
     """The stored image bytes of several patches in one query: {patch id: JPEG/PNG bytes}."""
-    wanted = sorted(set(int(p) for p in patch_ids))
-    result: dict[int, bytes] = {}
-    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
-        chunk = wanted[start:start + 500]
-        rows = db.execute(
-            f"SELECT p.id, i.data FROM patches p JOIN images i ON i.sha256 = p.image_sha256 "
-            f"WHERE p.id IN ({', '.join('?' * len(chunk))})", chunk,
-        ).fetchall()
-        result.update((row[0], row[1]) for row in rows)
-    return result
+    return dict(select_in(db, "SELECT p.id, i.data FROM patches p JOIN images i ON i.sha256 = p.image_sha256 "
+                              "WHERE p.id IN ({})", [int(p) for p in patch_ids]))
 
 
 def cell_thumbnails(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
-    """The stored thumbnails of several cells in one query: {cell id: JPEG bytes}; cells without one are absent."""
-    wanted = sorted(set(int(c) for c in cell_ids))
-    result: dict[int, bytes] = {}
-    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
-        chunk = wanted[start:start + 500]
-        rows = db.execute(
-            f"SELECT cell_id, jpeg FROM cell_thumbnails WHERE cell_id IN ({', '.join('?' * len(chunk))})", chunk,
-        ).fetchall()
-        result.update((row[0], row[1]) for row in rows)
-    return result
+    """The stored thumbnails of several cells: {cell id: JPEG bytes}; cells without one are absent."""
+    return dict(select_in(db, "SELECT cell_id, jpeg FROM cell_thumbnails WHERE cell_id IN ({})",
+                          [int(c) for c in cell_ids]))
 
 
 def save_thumbnails(db: Database, thumbnails: Mapping[int, bytes]) -> None:

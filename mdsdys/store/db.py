@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +23,19 @@ _migrate_lock = threading.Lock()
 def utcnow() -> str:
     """The current UTC time as ISO-8601 text, the store's timestamp format."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def select_in(db: Database, sql: str, values: Sequence, params: Sequence = ()) -> list[tuple]:
+    """Rows of `sql` whose "{}" becomes placeholders for `values`, queried in chunks of 500.
+
+    SQLite allows 999 bound variables per statement; `params` are bound before each chunk.
+    """
+    wanted = sorted(set(values))
+    rows: list[tuple] = []
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        rows.extend(db.execute(sql.format(", ".join("?" * len(chunk))), [*params, *chunk]).fetchall())
+    return rows
 
 
 def open_db(path: Path | str) -> Database:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from mdsdys.errors import NotFoundError
-from mdsdys.store.db import utcnow
+from mdsdys.store.db import select_in, utcnow
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,9 @@ def add_patch(db: Database, slide_id: int, image: StoredImage, name: str, kind: 
 
 def images_on_slide(db: Database, slide_id: int, hashes: Sequence[str]) -> set[str]:
     """Which of these image SHA-256 digests the slide already holds as patches."""
-    found: set[str] = set()
-    wanted = sorted(set(hashes))
-    for start in range(0, len(wanted), 500):  # SQLite allows 999 bound variables per statement
-        chunk = wanted[start:start + 500]
-        rows = db.execute(f"SELECT image_sha256 FROM patches WHERE slide_id = ? AND image_sha256 IN "
-                          f"({', '.join('?' * len(chunk))})", [slide_id, *chunk]).fetchall()
-        found.update(r[0] for r in rows)
-    return found
+    rows = select_in(db, "SELECT image_sha256 FROM patches WHERE slide_id = ? AND image_sha256 IN ({})",
+                     hashes, [slide_id])
+    return {row[0] for row in rows}
 
 
 def get_patch_image(db: Database, patch_id: int) -> StoredImage:
