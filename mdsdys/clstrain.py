@@ -61,7 +61,8 @@ class ClsTrainConfig:
     # Chosen by bench/classifier.py on a 2-core CPU (README, "Cell classifier"): as accurate as
     # ResNet-18 on PBC at a third of its training time, and an 8x8 Grad-CAM grid at 64 px.
     arch: str = "cellnet"
-    # The paper's 64 px (Lee et al. 2022); 64 keeps training inside the CPU budget.
+    # The paper's 64 px (Lee et al. 2022); 64 keeps training inside the CPU budget. It is also
+    # mdsdys.preprocess.THUMBNAIL_SIDE: at this side proposals read the stored thumbnails as they are.
     input_size: int = 64
     # ~4 minutes for 2,000 cells on 2 CPU cores; 30 -> 45 epochs gained ~0.5% macro-F1 on PBC.
     epochs: int = 40

@@ -120,11 +120,11 @@ def _store(db: Database, patch_id: int, data: bytes, result: Segmentation,
     """
     kept = kept_cell_boxes(db, patch_id)
     nuclei = [n for n in result.nuclei if not any(box_iou(n.box, box) >= _SAME_CELL_IOU for box in kept)]
-    current = sorted(replaceable_cells(db, patch_id))
-    if current == sorted((n.box, encode_png(n.mask)) for n in nuclei):
+    masks = [encode_png(n.mask) for n in nuclei]
+    if sorted(replaceable_cells(db, patch_id)) == sorted(zip((n.box for n in nuclei), masks)):
         return 0, 0, True  # same cells as stored: keep their ids and classifier proposals
     thumbnails = thumbnails_from_image(data, [n.box for n in nuclei]) if nuclei else []
-    cells = [DetectedCell(n.box, encode_png(n.mask), t) for n, t in zip(nuclei, thumbnails)]
+    cells = [DetectedCell(n.box, mask, t) for n, mask, t in zip(nuclei, masks, thumbnails)]
     added, removed = replace_detected_cells(db, patch_id, cells, model_id)
     return added, removed, False
 
