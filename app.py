@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import ui
+from mdsdys.app import ui
 from mdsdys.store.stats import slide_overview, store_counts
 
 ui.page_setup("Home")

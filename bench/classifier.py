@@ -45,13 +45,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mdsdys import metrics
-from mdsdys.classify import CellSample, Classifier, memory_format, predict_proba
-from mdsdys.clstrain import ClsTrainConfig, paper_config, train_classifier
-from mdsdys.evaluate import markdown_table
-from mdsdys.ingest import files_in_folder, import_cells
-from mdsdys.proposals import propose_labels, training_samples
-from mdsdys.registry import register_model, save_checkpoint
+from mdsdys import stats
+from mdsdys.classify.classifier import CellSample, Classifier, memory_format, predict_proba
+from mdsdys.classify.train import ClsTrainConfig, paper_config, train_classifier
+from mdsdys.classify.evaluate import markdown_table
+from mdsdys.ingest.importer import files_in_folder, import_cells
+from mdsdys.classify.proposals import propose_labels, training_samples
+from mdsdys.registry.versions import register_model, save_checkpoint
 from mdsdys.store import connect
 from mdsdys.store.cells import get_proposal, list_cells
 from mdsdys.store.patches import list_patches
@@ -164,7 +164,7 @@ def stored_report(db, cells: dict[int, str], held: set[str], codes: tuple[str, .
             proposal = get_proposal(db, cell_id)
             truth.append(codes.index(name.split("/")[0]))
             probs.append([proposal.probs[c] for c in codes])
-    return metrics.classification_report(np.array(truth), np.array(probs), codes)
+    return stats.classification_report(np.array(truth), np.array(probs), codes)
 
 
 def run_default(db, home: Path, slide_id: int, cells: dict[int, str], held: set[str], config: ClsTrainConfig,
@@ -202,7 +202,7 @@ def run_other(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig,
     start = time.perf_counter()
     proba = predict_proba(result.classifier, [s.crop for s in test], batch_size)
     predict_s = time.perf_counter() - start
-    report = metrics.classification_report(np.array([scheme.codes.index(s.code) for s in test]), proba, scheme.codes)
+    report = stats.classification_report(np.array([scheme.codes.index(s.code) for s in test]), proba, scheme.codes)
     return {"setting": setting, "arch": config.arch, "input": config.input_size, "config": config.to_dict(),
             "train_cells": len(samples), "train_s": train_s, "train_cpu_s": cpu_s, "epochs": len(result.history),
             "best_epoch": result.history[-1].best_epoch, "temperature": result.classifier.temperature,
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"machine": info, "data": data, "goals": GOALS, "met": verdict, "rows": rows,
                    "table": comparison_table(rows), "default_config": dataclasses.asdict(config)}
-        args.json.write_text(json.dumps(metrics.jsonable(payload), indent=2))
+        args.json.write_text(json.dumps(stats.jsonable(payload), indent=2))
     return 0
 
 

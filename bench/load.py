@@ -72,7 +72,7 @@ def run(sessions: list[int], presses: int, epochs: int) -> dict:
         finally:
             cancelled = cancel_job(home, job)
             log.info("training job %d: %s", job, cancelled)
-    data = ("synthetic demo study (mdsdys.demo.build_demo, seed 0), Review page in slide order, "
+    data = ("synthetic demo study (mdsdys.demo.study.build_demo, seed 0), Review page in slide order, "
             f"random class keys 1-8, {presses} presses per session; classifier job of {epochs} epochs "
             "training in the worker throughout")
     return {"machine": machine(), "data": data, "rows": rows}

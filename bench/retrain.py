@@ -9,9 +9,9 @@ One run, on this machine, in a temporary store:
 3. Times a whole review action (AppTest: press a class key, the page reruns with the next cell)
    on an idle machine.
 4. "Click": queues a classifier retrain with the default settings exactly as the Train page's button
-   does (mdsdys.training.queue_training, which starts the real background worker process), keeps
+   does (mdsdys.registry.retrain.queue_training, which starts the real background worker process), keeps
    timing review actions while the job runs, then promotes the new version through the gate as the
-   Models view does (mdsdys.promotion.promote) and waits for the re-proposal of unread PBC cells.
+   Models view does (mdsdys.registry.promotion.promote) and waits for the re-proposal of unread PBC cells.
 
 Prints click-to-promoted (and its parts) and the review-action p95 while training against idle
 (goal: less than 2x slower).
@@ -35,14 +35,16 @@ from dashboard import machine  # noqa: E402
 from scale import _summary, time_apptest_review  # noqa: E402
 from seed import seed_paper_scale, user_id  # noqa: E402
 
-from mdsdys import auth, promotion  # noqa: E402
-from mdsdys.clstrain import ClsTrainConfig  # noqa: E402
+from mdsdys import promotion  # noqa: E402
+
+from mdsdys.accounts import auth
+from mdsdys.classify.train import ClsTrainConfig  # noqa: E402
 from mdsdys.config import load_settings  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
 from mdsdys.store.jobs import get_job  # noqa: E402
 from mdsdys.store.models import active_model  # noqa: E402
 from mdsdys.store.users import get_user  # noqa: E402
-from mdsdys.training import queue_training, train_classifier_from_store  # noqa: E402
+from mdsdys.registry.retrain import queue_training, train_classifier_from_store  # noqa: E402
 
 REVIEW_CELLS = 30_000
 IDLE_ACTIONS = 60

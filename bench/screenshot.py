@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO_ROOT))  # for tests.browser; the tests are not an in
 
 from playwright.sync_api import sync_playwright
 
-from mdsdys.demo import DEMO_ACCOUNTS
+from mdsdys.demo.study import DEMO_ACCOUNTS
 from tests.browser.actions import login
 from tests.browser.server import build_demo_home, running_server
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mdsdys import auth
+from mdsdys.accounts import auth
 from mdsdys.schemes import default_scheme
 from mdsdys.store import connect, utcnow, write_transaction
 from mdsdys.store.slides import ensure_default_scheme

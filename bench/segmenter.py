@@ -39,10 +39,10 @@ from skimage.color import hed2rgb, rgb2hed
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mdsdys import synth
-from mdsdys.nuclei import mask_diameter
-from mdsdys.registry import register_model
-from mdsdys.segment import (
+from mdsdys.demo import synth
+from mdsdys.segment.postprocess import mask_diameter
+from mdsdys.registry.versions import register_model
+from mdsdys.segment.segmenter import (
     Segmenter,
     evaluate_otsu,
     evaluate_segmenter,
@@ -51,7 +51,7 @@ from mdsdys.segment import (
     prob_at_scale,
     segment_patch,
 )
-from mdsdys.segtrain import MaskSample, SegTrainConfig, train_segmenter
+from mdsdys.segment.train import MaskSample, SegTrainConfig, train_segmenter
 
 DATA = REPO.parent / "shared" / "data" / "bccd_nuclei"
 SEED = 0
@@ -158,8 +158,8 @@ def time_inference(model: Segmenter, test: list[Pair], diameter: float) -> dict:
 
 def time_end_to_end(checkpoint: dict, test: list[Pair], diameter: float) -> dict:
     """Decode + segment + PNG-encode + write cells, through segment_slide into a temporary store."""
-    from mdsdys.detect import segment_slide
-    from mdsdys.images import decode_image
+    from mdsdys.segment.detect import segment_slide
+    from mdsdys.imaging.decode import decode_image
     from mdsdys.store import connect
     from mdsdys.store.patches import StoredImage, add_patch
     from mdsdys.store.slides import ensure_default_scheme, ensure_slide, update_slide

@@ -16,8 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdsdys import admin, auth, demo, ingest, jobs
-from mdsdys.backup import backup_store, restore_store
+from mdsdys.accounts import admin
+
+from mdsdys.accounts import auth
+
+from mdsdys.demo import study as demo
+
+from mdsdys.ingest import importer
+
+from mdsdys.jobs import queue
+from mdsdys.store.backup import backup_store, restore_store
 from mdsdys.config import REPO_ROOT, Settings, load_settings
 from mdsdys.errors import MdsdysError
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, load_scheme_file
@@ -51,11 +59,11 @@ class ProgressBar:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     """import-patches / import-cells / import-masks DIR --slide NAME."""
-    files = ingest.files_in_folder(Path(args.dir))
+    files = importer.files_in_folder(Path(args.dir))
     bar = ProgressBar(f"Importing {args.dir}")
     kind = args.command.removeprefix("import-")
     with connect(settings.db_path) as db:
-        report = ingest.run_import(db, kind, args.slide, files, scheme_name=getattr(args, "scheme", None),
+        report = importer.run_import(db, kind, args.slide, files, scheme_name=getattr(args, "scheme", None),
                                    max_pixels=settings.max_image_pixels, progress=bar)
     for name, reason in report.skipped:
         print(f"error: {reason}", file=sys.stderr)
@@ -115,7 +123,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         bootstrap = demo.needs_bootstrap(db)
     print("Demo study ready (synthetic images)." if built else "Demo study already present.")
     if bootstrap:
-        jobs.enqueue(demo_settings, "demo_bootstrap", {}, None, start_worker=not args.no_serve)
+        queue.enqueue(demo_settings, "demo_bootstrap", {}, None, start_worker=not args.no_serve)
         print("Training the demo's first segmenter and classifier in the background; see the Train page.")
     if args.no_serve:
         return 0
@@ -134,7 +142,7 @@ def _run_streamlit(port: int, env: dict[str, str]) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run queued background jobs (the app also starts this by itself when a job is queued)."""
-    ran = jobs.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
+    ran = queue.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
     print(f"Worker finished: {ran} job(s) run.")
     return 0
 
@@ -168,12 +176,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the segmenter on every stored mask, or a scheme's classifier on its human labels.
 
     Under torchrun (`torchrun --nproc_per_node=N -m mdsdys train ...`) every process trains its
-    share with DDP and rank 0 alone reports and registers the model (mdsdys.distributed).
+    share with DDP and rank 0 alone reports and registers the model (mdsdys.compute).
     """
-    from mdsdys import segtrain, training
-    from mdsdys.clstrain import ClsTrainConfig
-    from mdsdys.distributed import process_group
-    from mdsdys.tasks import apply_overrides
+    from mdsdys.segment import train as segtrain
+    from mdsdys.registry import retrain
+    from mdsdys.classify.train import ClsTrainConfig
+    from mdsdys.compute import process_group
+    from mdsdys.jobs.handlers import apply_overrides
     overrides = json.loads(args.settings) if args.settings else {}
     with process_group() as world:
         if args.what == "segmenter":
@@ -187,7 +196,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         if args.arch:
             overrides["arch"] = args.arch
         config = apply_overrides(ClsTrainConfig(), overrides)
-        result, record = training.train_classifier_from_store(settings, args.scheme, config, None,
+        result, record = retrain.train_classifier_from_store(settings, args.scheme, config, None,
                                                               _epoch_bar("Training classifier", "val_macro_f1"))
         if world.is_main:
             print(f"Classifier {record.version} ({record.status}) for scheme {args.scheme}: test macro-F1 "
@@ -208,7 +217,7 @@ def _slide_id(db: Any, name: str) -> int:
 
 def cmd_segment(args: argparse.Namespace, settings: Settings) -> int:
     """Detect the cells of a slide with the active segmenter (read cells are kept)."""
-    from mdsdys import detect
+    from mdsdys.segment import detect
     with connect(settings.db_path) as db:
         record = active_model(db, "segmenter")
         if record is None:
@@ -222,7 +231,7 @@ def cmd_segment(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     """Store the active classifier's proposals for every cell of a slide."""
-    from mdsdys.proposals import propose_labels
+    from mdsdys.classify.proposals import propose_labels
     bar = ProgressBar(f"Classifying {args.slide}")
     with connect(settings.db_path) as db:
         n = propose_labels(db, _slide_id(db, args.slide), progress=lambda done, total: bar(done, total, ""))
@@ -232,7 +241,7 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval_segmenter(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate the active segmenter on DIR/images + DIR/masks; write dice, iou and object_f1 as JSON."""
-    from mdsdys.segment import evaluate_segmenter, load_mask_pairs, load_segmenter
+    from mdsdys.segment.segmenter import evaluate_segmenter, load_mask_pairs, load_segmenter
     with connect(settings.db_path) as db:
         record = active_model(db, "segmenter")
     if record is None:
@@ -247,8 +256,8 @@ def cmd_eval_segmenter(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval_classifier(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate the scheme's active classifier on DIR (one folder per class); JSON plus a markdown table."""
-    from mdsdys.classify import load_classifier
-    from mdsdys.evaluate import evaluate_classifier, markdown_table
+    from mdsdys.classify.classifier import load_classifier
+    from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
     with connect(settings.db_path) as db:
         record = active_model(db, "classifier", args.scheme)
     if record is None:
@@ -324,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_classifier)
 
     p = sub.add_parser("worker", help="run queued background jobs (training, detection, proposals)")
-    p.add_argument("--idle-exit", type=float, default=jobs.IDLE_EXIT_S, help="seconds idle before exiting")
+    p.add_argument("--idle-exit", type=float, default=queue.IDLE_EXIT_S, help="seconds idle before exiting")
     p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
     p.set_defaults(func=cmd_worker)
 

@@ -3,7 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import ingest, ui
+from mdsdys.ingest import importer
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.slides import list_scheme_names, list_slides
 
@@ -39,10 +41,10 @@ if submitted:
         st.stop()
     bar = st.progress(0.0, text="Reading files...")
     try:
-        files = ingest.files_from_uploads([(u.name, u.getvalue()) for u in uploads], ui.settings().max_upload_mb)
+        files = importer.files_from_uploads([(u.name, u.getvalue()) for u in uploads], ui.settings().max_upload_mb)
         progress = lambda done, total, name: bar.progress(done / max(total, 1), text=f"{done}/{total}: {name}")
         with ui.store() as db:
-            report = ingest.run_import(db, kind, slide_name, files, scheme_name=scheme.strip() or None, user=user,
+            report = importer.run_import(db, kind, slide_name, files, scheme_name=scheme.strip() or None, user=user,
                                        max_pixels=ui.settings().max_image_pixels, progress=progress)
     except MdsdysError as exc:
         ui.show_error(exc)

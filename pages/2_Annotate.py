@@ -4,7 +4,9 @@ import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from mdsdys import annotate, ui
+from mdsdys.annotate import canvas as annotate
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.patches import annotation_queue, patch_slide
 

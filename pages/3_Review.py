@@ -5,7 +5,11 @@ import time
 import pandas as pd
 import streamlit as st
 
-from mdsdys import explain, review, ui
+from mdsdys.review import explain
+
+from mdsdys.review import reads
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.reads import reader_progress, slides_with_cells
 from mdsdys.store.review import gallery_rows
@@ -13,7 +17,7 @@ from mdsdys.store.slides import list_slides
 
 ui.page_setup("Review")
 st.title("Review cells")
-user = ui.require_login(*review.REVIEW_ROLES)
+user = ui.require_login(*reads.REVIEW_ROLES)
 
 with ui.store() as db:
     with_cells = set(slides_with_cells(db))
@@ -28,7 +32,7 @@ if requested and requested.isdigit() and st.session_state.get("review_opened") !
     # Opened from the Dashboard: show that cell first (the viewer still sees only their own read).
     st.session_state["review_opened"] = requested
     with ui.store() as db:
-        opened = review.load_cell_view(db, user, int(requested), show_proposal=False)
+        opened = reads.load_cell_view(db, user, int(requested), show_proposal=False)
     st.session_state["review_slide"] = next((s for s in slides if s.id == opened.cell.slide_id), slides[0])
     st.session_state["review_open_cell"] = opened.cell.id
 
@@ -42,7 +46,7 @@ with st.sidebar:
     st.progress(row["reviewed"] / max(row["cells"], 1), text=f"{row['reviewed']} reviewed, {row['remaining']} left")
 
 cursor_key = f"review_cursor_{slide.id}_{mode}"
-cursor: review.ReviewCursor = st.session_state.setdefault(cursor_key, review.ReviewCursor([]))
+cursor: reads.ReviewCursor = st.session_state.setdefault(cursor_key, reads.ReviewCursor([]))
 queue_mode = "uncertain" if mode.startswith("Most") else "slide"
 if (opened_cell := st.session_state.pop("review_open_cell", None)) is not None:
     cursor.show(opened_cell)
@@ -51,7 +55,7 @@ if (opened_cell := st.session_state.pop("review_open_cell", None)) is not None:
 def _advance() -> None:
     if not cursor.forward():
         with ui.store() as db:
-            cursor.show(review.next_cell(db, user, slide.id, queue_mode, cursor.skipped or []))
+            cursor.show(reads.next_cell(db, user, slide.id, queue_mode, cursor.skipped or []))
     st.session_state["review_shown_at"] = time.monotonic()
 
 
@@ -73,7 +77,7 @@ def _seconds() -> float:
 
 
 def _label(cell_id: int, code: str, tags: list[str]) -> None:
-    _act(review.record_read, cell_id, code, tags, _seconds(), hide_model)
+    _act(reads.record_read, cell_id, code, tags, _seconds(), hide_model)
 
 
 def _undo() -> None:
@@ -81,7 +85,7 @@ def _undo() -> None:
     if last is None:
         st.session_state["review_error"] = "Nothing to undo yet."
         return
-    _act(review.undo_read, last)
+    _act(reads.undo_read, last)
     cursor.show(last)
 
 
@@ -101,7 +105,7 @@ if focus is None:
 
 try:
     with ui.store() as db:
-        view = review.load_cell_view(db, user, focus, show_proposal=not hide_model)
+        view = reads.load_cell_view(db, user, focus, show_proposal=not hide_model)
 except MdsdysError as exc:
     ui.show_error(exc)
     st.stop()
@@ -146,12 +150,12 @@ for column, label_class in zip(columns, view.scheme.classes, strict=True):
     column.button(
         f"{label_class.code} [{label_class.hotkey}]", key=f"review_class_{label_class.code}",
         help=label_class.name, shortcut=label_class.hotkey.upper(), width="stretch",
-        on_click=_label, args=(focus, label_class.code, review.tags_for_code(view.scheme, label_class.code, chosen_tags)),
+        on_click=_label, args=(focus, label_class.code, reads.tags_for_code(view.scheme, label_class.code, chosen_tags)),
     )
 
 actions = st.columns(5)
 actions[0].button("Accept proposal [A]", key="review_accept", shortcut="A", disabled=view.proposal is None,
-                  on_click=_act, args=(lambda db, u, cid: review.accept_proposal(db, u, cid, _seconds()), focus))
+                  on_click=_act, args=(lambda db, u, cid: reads.accept_proposal(db, u, cid, _seconds()), focus))
 actions[1].button("Skip [S]", key="review_skip", shortcut="S", disabled=mode == "Gallery",
                   on_click=lambda: (cursor.skip(), _advance()))
 actions[2].button("Undo [U]", key="review_undo", shortcut="U", on_click=_undo)
@@ -165,7 +169,7 @@ if mode == "Gallery":
     groups = frame.groupby(frame["my_read"].fillna(frame["proposed"]).fillna("not proposed"))
     shown = {name: members["cell_id"].head(16).tolist() for name, members in groups}
     with ui.store() as db:
-        crops = review.load_crops(db, user, [c for ids in shown.values() for c in ids])
+        crops = reads.load_crops(db, user, [c for ids in shown.values() for c in ids])
     for name, members in groups:
         st.write(f"**{name}** ({len(members)})")
         grid = st.columns(8)

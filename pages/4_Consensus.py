@@ -3,7 +3,17 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import agreement, charts, consensus, explain, review, ui
+from mdsdys.review import agreement
+
+from mdsdys.report import charts
+
+from mdsdys.review import consensus
+
+from mdsdys.review import explain
+
+from mdsdys.review import reads as review
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.consensus import active_readers
 from mdsdys.store.slides import list_slides

@@ -3,7 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import charts, models_view, promotion, training, ui
+from mdsdys.report import charts
+
+from mdsdys.registry import view
+
+from mdsdys.registry import promotion
+
+from mdsdys.registry import retrain
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.jobs import list_jobs, request_cancel
 from mdsdys.store.models import list_models
@@ -11,7 +19,7 @@ from mdsdys.store.slides import list_scheme_names
 
 ui.page_setup("Train")
 st.title("Train models")
-user = ui.require_login(*training.TRAIN_ROLES)
+user = ui.require_login(*retrain.TRAIN_ROLES)
 
 
 @st.fragment(run_every=2)
@@ -49,7 +57,7 @@ segmenter_tab, classifier_tab, models_tab, jobs_tab = st.tabs(["Segmenter", "Cla
 
 with segmenter_tab:
     with ui.store() as db:
-        preview = training.segmenter_preview(db)
+        preview = retrain.segmenter_preview(db)
     st.write(f"**{preview['masked_fields']}** fields with a nucleus mask (a first model needs "
              f"{preview['needed']}). Validation split: {preview['split']}.")
     if preview["masks_by_slide"]:
@@ -66,7 +74,7 @@ with segmenter_tab:
         overrides = {"epochs": int(epochs), "steps_per_epoch": int(steps),
                      "unet": {"depth": int(depth), "width": int(width)}}
         try:
-            job_id = training.queue_training(ui.settings(), user, "segmenter", overrides)
+            job_id = retrain.queue_training(ui.settings(), user, "segmenter", overrides)
             st.success(f"Queued as job {job_id}; progress shows above. You can leave this page.")
         except MdsdysError as exc:
             ui.show_error(exc)
@@ -76,20 +84,20 @@ with classifier_tab:
         schemes = list_scheme_names(db)
     scheme = st.selectbox("Label scheme", schemes, key="train_cls_scheme")
     with ui.store() as db:
-        preview = training.classifier_preview(db, scheme)
+        preview = retrain.classifier_preview(db, scheme)
     st.write(f"**{preview['cells']}** cells with a human label on {len(preview['slides'])} slide(s). "
-             f"Split: {preview['split']}. Model proposals are never used for training.")
+             f"Split: {preview['split']}. Model proposals are never used for retrain.")
     if preview["labels"]:
         st.dataframe(pd.DataFrame(preview["labels"]).fillna(0), hide_index=True, key="train_cls_labels")
     with st.form("train_classifier_form"):
         with st.expander("Advanced settings"):
-            arch = st.selectbox("Architecture", training.classifier_archs(), key="cls_arch")
+            arch = st.selectbox("Architecture", retrain.classifier_archs(), key="cls_arch")
             cls_epochs = st.number_input("Epochs (at most; early stopping on validation macro-F1)", 1, 300,
-                                         training.classifier_defaults()["epochs"], key="cls_epochs")
+                                         retrain.classifier_defaults()["epochs"], key="cls_epochs")
         start_cls = st.form_submit_button("Retrain classifier", type="primary", disabled=preview["cells"] == 0)
     if start_cls:
         try:
-            job_id = training.queue_training(ui.settings(), user, "classifier",
+            job_id = retrain.queue_training(ui.settings(), user, "classifier",
                                              {"arch": arch, "epochs": int(cls_epochs), "scheme": scheme})
             st.success(f"Queued as job {job_id}; progress shows above.")
         except MdsdysError as exc:
@@ -102,12 +110,12 @@ with models_tab:
     if not versions:
         st.info(f"No {kind} has been trained yet.")
     else:
-        st.dataframe(pd.DataFrame(models_view.version_rows(versions)), hide_index=True, key="models_table")
+        st.dataframe(pd.DataFrame(view.version_rows(versions)), hide_index=True, key="models_table")
         chosen = st.multiselect("Compare versions side by side", [v.version for v in versions],
                                 default=[v.version for v in versions[:2]], key="models_compare")
         compared = [v for v in versions if v.version in chosen]
         if compared:
-            st.dataframe(pd.DataFrame(models_view.comparison_rows(compared)), hide_index=True,
+            st.dataframe(pd.DataFrame(view.comparison_rows(compared)), hide_index=True,
                          key="models_comparison")
             columns = st.columns(len(compared))
             for column, version in zip(columns, compared):

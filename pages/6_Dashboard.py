@@ -5,7 +5,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from mdsdys import charts, dashboard, export, performance, review, ui
+from mdsdys.report import charts
+
+from mdsdys.report import summary as dashboard
+
+from mdsdys.report import export
+
+from mdsdys.classify import performance
+
+from mdsdys.review import reads as review
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.store.patches import list_patches
 from mdsdys.store.slides import load_scheme

@@ -3,7 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys import admin, auth, consensus, ui
+from mdsdys.accounts import admin
+
+from mdsdys.accounts import auth
+
+from mdsdys.review import consensus
+
+from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 from mdsdys.schemes import parse_scheme_bytes
 from mdsdys.store.slides import list_scheme_names

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from mdsdys import agreement, auth, consensus, review
+from mdsdys.review import agreement
+
+from mdsdys.accounts import auth
+
+from mdsdys.review import consensus
+
+from mdsdys.review import reads
 from mdsdys.errors import PermissionDeniedError
-from mdsdys.images import encode_png, sha256_hex
+from mdsdys.imaging.decode import encode_png, sha256_hex
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.models import insert_model
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
@@ -26,8 +32,8 @@ def pair(db):
     bob = auth.create_user(db, "bob", "password-b", "reader")
     judge = auth.create_user(db, "judge", "password-j", "adjudicator")
     for cell, a, b in zip(cells, A, B):
-        review.record_read(db, ann, cell, a)
-        review.record_read(db, bob, cell, b)
+        reads.record_read(db, ann, cell, a)
+        reads.record_read(db, bob, cell, b)
     return slide, cells, ann, bob, judge
 
 

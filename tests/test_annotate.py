@@ -4,10 +4,14 @@ import numpy as np
 import pytest
 from conftest import image_bytes
 
-from mdsdys import annotate, auth, ingest
+from mdsdys.annotate import canvas as annotate
+
+from mdsdys.accounts import auth
+
+from mdsdys.ingest import importer
 from mdsdys.config import load_settings
 from mdsdys.errors import MdsdysError, PermissionDeniedError
-from mdsdys.images import read_rgb
+from mdsdys.imaging.decode import read_rgb
 from mdsdys.store.audit import list_audit
 from mdsdys.store.models import insert_model
 from mdsdys.store.patches import (
@@ -20,8 +24,8 @@ from mdsdys.store.scales import store_estimated_diameter
 
 
 def _field(db, width=300, height=200):
-    files = [ingest.SourceFile("f.png", lambda: image_bytes(1, size=(width, height)))]
-    ingest.import_patches(db, "S1", files)
+    files = [importer.SourceFile("f.png", lambda: image_bytes(1, size=(width, height)))]
+    importer.import_patches(db, "S1", files)
     return annotation_queue(db)[0]
 
 
@@ -84,8 +88,8 @@ def test_an_empty_mask_or_a_wrong_size_is_refused(db):
 
 
 def test_fields_without_masks_come_first_in_the_queue(db):
-    files = [ingest.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(3)]
-    ingest.import_patches(db, "S1", files)
+    files = [importer.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(3)]
+    importer.import_patches(db, "S1", files)
     ann = auth.create_user(db, "ann", "password-a", "reader")
     first = annotation_queue(db)[0]
     annotate.save_annotation(db, ann, first["id"], np.full((40, 48), 255, np.uint8))
@@ -93,8 +97,8 @@ def test_fields_without_masks_come_first_in_the_queue(db):
 
 
 def test_once_scored_the_fields_the_segmenter_is_least_sure_of_come_first(db):
-    files = [ingest.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(4)]
-    ingest.import_patches(db, "S1", files)
+    files = [importer.SourceFile(f"f{i}.png", (lambda i=i: image_bytes(i))) for i in range(4)]
+    importer.import_patches(db, "S1", files)
     ids = [f["id"] for f in annotation_queue(db)]
     model = insert_model(db, "segmenter", "seg-1", None, "unet", "seg-1.pt", {}, {}, None)
     for patch_id, value in zip(ids, [0.05, 0.40, 0.20, 0.90]):
@@ -128,15 +132,15 @@ def test_the_slide_scale_is_shown_with_its_source_and_a_person_can_correct_it(db
 
 @pytest.mark.slow
 def test_start_from_the_models_mask_saves_a_model_seeded_mask_at_field_size(db, home):
-    from mdsdys import segtrain
+    from mdsdys.segment import train
     from mdsdys.config import load_settings
-    from mdsdys.demo import build_demo
+    from mdsdys.demo.study import build_demo
     build_demo(db, seed=0, patches_per_slide=4, training_cells_per_class=3)
     ann = auth.authenticate(db, "reader1", "demo-reader-1")
     with pytest.raises(annotate.MaskError, match="no segmenter yet"):
         annotate.model_mask(db, annotation_queue(db)[0]["id"])
-    config = segtrain.SegTrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop=64, max_seconds=None)
-    segtrain.train_from_store(load_settings(), config)
+    config = train.SegTrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop=64, max_seconds=None)
+    train.train_from_store(load_settings(), config)
     field = annotation_queue(db)[0]
     seeded = annotate.model_mask(db, field["id"])
     assert seeded.shape == (field["height"], field["width"]) and seeded.dtype == np.uint8

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mdsdys import auth
+from mdsdys.accounts import auth
 from mdsdys.errors import AuthError, MdsdysError, PermissionDeniedError
 from mdsdys.store.audit import list_audit
 from mdsdys.store.users import find_user

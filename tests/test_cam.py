@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from mdsdys import cam as cam_module
-from mdsdys.archs import ARCHITECTURES, ArchSpec, create_model, get_arch
-from mdsdys.cam import (
+from mdsdys.classify import cam as cam_module
+from mdsdys.classify.archs import ARCHITECTURES, ArchSpec, create_model, get_arch
+from mdsdys.classify.cam import (
     MIN_CAM_GRID,
     CamCache,
     cam_layer,
@@ -19,8 +19,8 @@ from mdsdys.cam import (
     grad_cam,
     overlay,
 )
-from mdsdys.classify import Classifier
-from mdsdys.preprocess import Normalizer
+from mdsdys.classify.classifier import Classifier
+from mdsdys.imaging.thumbnails import Normalizer
 from mdsdys.schemes import scheme_from_folders
 
 SCHEME = scheme_from_folders("syn2", ["EN", "GN"])

@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mdsdys import registry
-from mdsdys.archs import ARCHITECTURES, UnknownArchitectureError, create_model, get_arch
-from mdsdys.classify import (
+from mdsdys.registry import versions
+from mdsdys.classify.archs import ARCHITECTURES, UnknownArchitectureError, create_model, get_arch
+from mdsdys.classify.classifier import (
     CellSample,
     classifier_from_checkpoint,
     load_classifier,
     predict_proba,
 )
-from mdsdys.clstrain import (
+from mdsdys.classify.train import (
     ClsTrainConfig,
     TrainingCancelled,
     TrainingDataError,
@@ -29,9 +29,9 @@ from mdsdys.clstrain import (
     train_classifier,
 )
 from mdsdys.errors import NotFoundError, SchemeError
-from mdsdys.evaluate import evaluate_classifier, markdown_table
-from mdsdys.ingest import SourceFile, files_in_folder, import_cells
-from mdsdys.preprocess import (
+from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
+from mdsdys.ingest.importer import SourceFile, files_in_folder, import_cells
+from mdsdys.imaging.thumbnails import (
     THUMBNAIL_SIDE,
     AugmentConfig,
     decode_crops,
@@ -40,7 +40,7 @@ from mdsdys.preprocess import (
     square_resize,
     thumbnails_from_image,
 )
-from mdsdys.proposals import (
+from mdsdys.classify.proposals import (
     CellRef,
     NoCellsError,
     cell_sources,
@@ -61,7 +61,7 @@ from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import put_read
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide
 from mdsdys.store.users import insert_user
-from mdsdys.synth import generate_cell
+from mdsdys.demo.synth import generate_cell
 
 SCHEME = scheme_from_folders("syn2", ["EN", "GN"])  # what import-cells --scheme syn2 makes of EN/ and GN/
 TINY = ClsTrainConfig(arch="cellnet", input_size=32, epochs=6, batch_size=16, lr=3e-3, patience=6)
@@ -143,7 +143,7 @@ def test_checkpoint_holds_what_the_registry_and_issue_6_need(tiny):
 
 
 def test_checkpoint_round_trip_gives_the_same_probabilities(tiny, tmp_path):
-    registry.save_checkpoint(tiny.checkpoint, tmp_path / "m.pt")
+    versions.save_checkpoint(tiny.checkpoint, tmp_path / "m.pt")
     loaded = load_classifier(tmp_path / "m.pt")
     crops = [crop for crop, _ in synthetic_cells(["EN", "GN"], 2, seed=5)]
     assert np.allclose(predict_proba(loaded, crops), predict_proba(tiny.classifier, crops), atol=1e-5)
@@ -259,7 +259,7 @@ def import_synthetic(db, slide: str, scheme: str, per_class: int = 4, seed: int 
 
 def test_propose_labels_stores_calibrated_probabilities_for_every_cell(db, home, tiny):
     slide_id = import_synthetic(db, "SYN-1", "syn2")
-    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    record = versions.register_model(db, home / "models", tiny.checkpoint)
     assert propose_labels(db, slide_id) == 8  # the scheme's first classifier became active
     for cell in list_cells(db, slide_id):
         proposal = get_proposal(db, cell.id)
@@ -272,7 +272,7 @@ def test_propose_labels_stores_calibrated_probabilities_for_every_cell(db, home,
 
 def test_propose_labels_refuses_a_checkpoint_of_another_scheme(db, home, tiny):
     ensure_default_scheme(db)
-    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    record = versions.register_model(db, home / "models", tiny.checkpoint)
     slide, _ = ensure_slide(db, "MDS-1", "mds8")
     patch_id, _ = add_patch(db, slide.id, StoredImage("s1", 40, 40, "image/png", png(np.zeros((40, 40, 3), np.uint8))),
                             "f.png")
@@ -296,7 +296,7 @@ def test_propose_labels_without_a_trained_model_says_how_to_train(db):
 
 def test_reproposal_of_unread_cells_leaves_read_cells_alone(db, home, tiny):
     ensure_default_scheme(db)
-    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    record = versions.register_model(db, home / "models", tiny.checkpoint)
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)  # imported cells count as read
     patch = db.execute("SELECT patch_id FROM cells WHERE slide_id = ? LIMIT 1", [slide_id]).fetchone()[0]
     unread, _ = add_cell(db, slide_id, patch, (2, 2, 30, 30), "manual")
@@ -307,7 +307,7 @@ def test_reproposal_of_unread_cells_leaves_read_cells_alone(db, home, tiny):
 
 def test_training_samples_come_from_human_labels_only(db, home, tiny):
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=3)
-    record = registry.register_model(db, home / "models", tiny.checkpoint)
+    record = versions.register_model(db, home / "models", tiny.checkpoint)
     patch = db.execute("SELECT patch_id FROM cells WHERE slide_id = ? LIMIT 1", [slide_id]).fetchone()[0]
     model_only, _ = add_cell(db, slide_id, patch, (4, 4, 20, 20), "manual")
     read_cell, _ = add_cell(db, slide_id, patch, (6, 6, 24, 24), "manual")
@@ -329,7 +329,7 @@ def test_imported_cells_store_thumbnails_that_proposals_and_training_read(db, ho
         assert thumbnails[cell.id] == thumbnails_from_image(patch_image_data(db, [cell.patch_id])[cell.patch_id])[0]
         assert Image.open(io.BytesIO(thumbnails[cell.id])).size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
     db.execute("UPDATE images SET data = ?", [b"not an image any more"])  # only thumbnails can serve now
-    registry.register_model(db, home / "models", tiny.checkpoint)
+    versions.register_model(db, home / "models", tiny.checkpoint)
     assert propose_labels(db, slide_id) == 4
     assert len(training_samples(db, "syn2", size=32)) == 4
 
@@ -347,12 +347,12 @@ def test_the_thumbnail_decoder_gives_the_pixels_pil_gives():
 
 
 def test_importing_the_same_cells_again_cuts_no_thumbnails(db, monkeypatch):
-    import mdsdys.ingest
+    import mdsdys.ingest.importer
 
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
     before = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])
     cut = []
-    monkeypatch.setattr(mdsdys.ingest, "thumbnails_from_image", lambda *a: cut.append(a) or [b"x"])
+    monkeypatch.setattr(mdsdys.ingest.importer, "thumbnails_from_image", lambda *a: cut.append(a) or [b"x"])
     import_synthetic(db, "SYN-1", "syn2", per_class=2)
     assert cut == [] and cell_thumbnails(db, list(before)) == before
 
@@ -361,7 +361,7 @@ def test_a_cell_without_a_thumbnail_gets_one_cut_and_saved_on_first_use(db, home
     slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=2)
     expected = cell_thumbnails(db, [c.id for c in list_cells(db, slide_id)])
     db.execute("DELETE FROM cell_thumbnails")
-    registry.register_model(db, home / "models", tiny.checkpoint)
+    versions.register_model(db, home / "models", tiny.checkpoint)
     assert propose_labels(db, slide_id) == 4
     assert cell_thumbnails(db, list(expected)) == expected
 
@@ -419,7 +419,7 @@ def test_evaluate_classifier_refuses_folders_outside_the_scheme(tiny, tmp_path):
 
 
 def test_augmentation_keeps_shape_and_range():
-    from mdsdys.preprocess import augment
+    from mdsdys.imaging.thumbnails import augment
 
     batch = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
     out = augment(batch, torch.Generator().manual_seed(0), AugmentConfig())
@@ -431,7 +431,7 @@ def test_augmentation_keeps_shape_and_range():
 
 
 def test_inference_normalises_uint8_as_training_does():
-    from mdsdys.preprocess import Normalizer
+    from mdsdys.imaging.thumbnails import Normalizer
 
     normalizer = Normalizer((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

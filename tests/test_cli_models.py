@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdsdys import synth
-from mdsdys.demo import build_demo
+from mdsdys.demo import synth
+from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 from mdsdys.store.models import active_model
 from mdsdys.store.stats import store_counts

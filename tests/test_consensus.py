@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 from conftest import open_page
 
-from mdsdys import auth, consensus, review
+from mdsdys.accounts import auth
+
+from mdsdys.review import consensus
+
+from mdsdys.review import reads as review
 from mdsdys.errors import MdsdysError, PermissionDeniedError
-from mdsdys.images import encode_png, sha256_hex
+from mdsdys.imaging.decode import encode_png, sha256_hex
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.labels import final_labels
@@ -120,7 +124,7 @@ def test_audit_rows_cover_each_kind_of_action_so_far(db, readers):
 
 
 def test_admin_audit_view_filters_and_exports_csv(db, readers):
-    from mdsdys import admin as admin_actions
+    from mdsdys.accounts import admin as admin_actions
     _, cells, ann, _, judge = readers
     boss = auth.create_user(db, "boss", "password-x", "admin")
     rows = admin_actions.audit_rows(db, boss, action="read", username="ann")
@@ -137,9 +141,17 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     """Reads, consensus, masks, imports, exports, training, promotion, rollback, accounts and logins."""
     from conftest import image_bytes
 
-    from mdsdys import annotate, export, ingest, promotion, segtrain
+    from mdsdys.annotate import canvas
+
+    from mdsdys.report import export
+
+    from mdsdys.ingest import importer
+
+    from mdsdys.registry import promotion
+
+    from mdsdys.segment import train
     from mdsdys.config import load_settings
-    from mdsdys.demo import build_demo
+    from mdsdys.demo.study import build_demo
     from mdsdys.store.models import list_models
     from mdsdys.store.patches import annotation_queue
     from mdsdys.store.slides import list_slides
@@ -152,19 +164,19 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     new = auth.create_user(db, "carl", "password-c", "reader", by=boss)
     auth.change_role(db, boss, new.id, "adjudicator")
     slide = list_slides(db)[0]
-    field = ingest.import_patches(db, slide.case_id, [ingest.SourceFile("x.png", lambda: image_bytes(9))])
+    field = importer.import_patches(db, slide.case_id, [importer.SourceFile("x.png", lambda: image_bytes(9))])
     assert field.added == 1
     first = annotation_queue(db)[0]
-    annotate.save_annotation(db, reader, first["id"], np.full((first["height"], first["width"]), 255, np.uint8))
+    canvas.save_annotation(db, reader, first["id"], np.full((first["height"], first["width"]), 255, np.uint8))
     cell = db.execute("SELECT id FROM cells WHERE slide_id = ? LIMIT 1", [slide.id]).fetchone()[0]
     review.record_read(db, reader, cell, "EN")
     review.record_read(db, reader, cell, "ED")
     review.record_read(db, auth.authenticate(db, "reader2", "demo-reader-2"), cell, "GN")
     consensus.decide(db, judge, cell, "ED", [], "reader_error")
     export.cells_csv(db, judge, slide.id)
-    config = segtrain.SegTrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, crop=64, max_seconds=None)
-    segtrain.train_from_store(load_settings(), config, boss)
-    segtrain.train_from_store(load_settings(), config, boss)
+    config = train.SegTrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, crop=64, max_seconds=None)
+    train.train_from_store(load_settings(), config, boss)
+    train.train_from_store(load_settings(), config, boss)
     first_model, second_model = sorted(m.id for m in list_models(db, "segmenter"))
     promotion.promote(db, load_settings(), boss, second_model, force=True, start_worker=False)
     promotion.rollback(db, load_settings(), boss, first_model, start_worker=False)

@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from mdsdys import auth, dashboard, review
+from mdsdys.accounts import auth
+
+from mdsdys.report import summary as dashboard
+
+from mdsdys.review import reads
 from mdsdys.schemes import default_scheme
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.models import insert_model
@@ -77,7 +81,7 @@ def test_label_sources_differ_where_readers_overrule_the_model(db):
     model = insert_model(db, "classifier", "v1", None, "resnet18", "/m.pt", {}, {}, None)
     save_proposals(db, model, {c: {"EN": 0.9, "ED": 0.1} for c in cells})
     ann = auth.create_user(db, "ann", "password-a", "reader")
-    review.record_read(db, ann, cells[0], "ED")
+    reads.record_read(db, ann, cells[0], "ED")
     judge = auth.create_user(db, "judge", "password-j", "adjudicator")
     by_source = {src: dashboard.dashboard(db, judge, src)[0] for src in ("final", "human", "model")}
     assert by_source["model"].counts == {"EN": 4}

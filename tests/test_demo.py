@@ -1,7 +1,7 @@
 """The demo study: synthetic slides, accounts, masks and cells, built once."""
 
-from mdsdys import auth
-from mdsdys.demo import DEMO_ACCOUNTS, build_demo
+from mdsdys.accounts import auth
+from mdsdys.demo.study import DEMO_ACCOUNTS, build_demo
 from mdsdys.store.cells import list_cells
 from mdsdys.store.patches import list_patches
 from mdsdys.store.slides import list_slides

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 from conftest import open_page
 
-from mdsdys import auth, consensus, export, review
-from mdsdys.demo import build_demo
+from mdsdys.accounts import auth
+
+from mdsdys.review import consensus
+
+from mdsdys.report import export
+
+from mdsdys.review import reads as review
+from mdsdys.demo.study import build_demo
 from mdsdys.errors import PermissionDeniedError
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import list_cells

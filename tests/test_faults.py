@@ -13,8 +13,10 @@ import pytest
 from conftest import REPO_ROOT, image_bytes
 from streamlit.testing.v1 import AppTest
 
-from mdsdys import auth, ingest
-from mdsdys.backup import backup_store, restore_store
+from mdsdys.accounts import auth
+
+from mdsdys.ingest import importer
+from mdsdys.store.backup import backup_store, restore_store
 from mdsdys.errors import MdsdysError, StoreCorruptError
 from mdsdys.store import check_integrity, connect
 from mdsdys.store.stats import store_counts
@@ -47,7 +49,7 @@ def test_an_import_killed_midway_keeps_whole_batches_and_a_rerun_completes_it(ho
     process.wait()
     check_integrity(home / "labels.db")
     partial = _count(home, "patches")
-    assert 0 < partial < 600 and partial % ingest.BATCH == 0
+    assert 0 < partial < 600 and partial % importer.BATCH == 0
     rerun = subprocess.run(command, env=_env(home), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and f"{600 - partial} added, {partial} already present" in rerun.stdout
     assert _count(home, "patches") == 600
@@ -63,7 +65,7 @@ def _corrupt(path):
 
 def test_the_app_refuses_a_damaged_store_with_a_clear_message(db, home):
     auth.create_user(db, "boss", "password-b", "admin")
-    ingest.import_patches(db, "S1", [ingest.SourceFile(f"{i}.png", (lambda i=i: image_bytes(i))) for i in range(30)])
+    importer.import_patches(db, "S1", [importer.SourceFile(f"{i}.png", (lambda i=i: image_bytes(i))) for i in range(30)])
     _corrupt(home / "labels.db")
     with pytest.raises(StoreCorruptError, match="restore"):
         check_integrity(home / "labels.db")
@@ -75,14 +77,14 @@ def test_the_app_refuses_a_damaged_store_with_a_clear_message(db, home):
 
 
 def test_backup_while_writing_then_restore_loses_nothing_committed(db, home, tmp_path):
-    ingest.import_patches(db, "S1", [ingest.SourceFile("a.png", lambda: image_bytes(1))])
+    importer.import_patches(db, "S1", [importer.SourceFile("a.png", lambda: image_bytes(1))])
     stop = threading.Event()
 
     def writer():
         n = 0
         while not stop.is_set():
             with connect(home / "labels.db") as own:
-                ingest.import_patches(own, "S1", [ingest.SourceFile(f"w{n}.png", (lambda n=n: image_bytes(1000 + n)))])
+                importer.import_patches(own, "S1", [importer.SourceFile(f"w{n}.png", (lambda n=n: image_bytes(1000 + n)))])
             n += 1
 
     thread = threading.Thread(target=writer)
@@ -132,16 +134,17 @@ def _proposals(db) -> dict[int, tuple[int, str]]:
 @pytest.mark.slow
 def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home):
     """Issue 8: a worker killed while re-proposing after a promotion loses nothing and half-writes nothing."""
-    from mdsdys import jobs, promotion
-    from mdsdys.clstrain import ClsTrainConfig
+    from mdsdys.jobs import queue
+    from mdsdys.registry import promotion
+    from mdsdys.classify.train import ClsTrainConfig
     from mdsdys.config import load_settings
-    from mdsdys.demo import build_demo
-    from mdsdys.proposals import propose_labels
+    from mdsdys.demo.study import build_demo
+    from mdsdys.classify.proposals import propose_labels
     from mdsdys.schemes import DEFAULT_SCHEME_NAME
     from mdsdys.store.jobs import get_job
     from mdsdys.store.reads import put_read
     from mdsdys.store.slides import list_slides
-    from mdsdys.training import train_classifier_from_store
+    from mdsdys.registry.retrain import train_classifier_from_store
 
     settings = load_settings()
     with connect(settings.db_path) as db:
@@ -176,7 +179,7 @@ def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert job().state == "running"
-    jobs.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker marks the dead job failed
+    queue.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker marks the dead job failed
     assert job().state == "failed"
     check_integrity(settings.db_path)
     with connect(settings.db_path) as db:
@@ -188,7 +191,7 @@ def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home
         assert all(len(json.loads(probs)) == 8 for _, probs in after.values())  # no half-written row
         promotion.rollback(db, settings, admin, first.id, start_worker=False)
         promotion.promote(db, settings, admin, second.id, force=True, start_worker=False)
-    jobs.run_worker(settings, idle_exit_s=0)  # the re-queued re-proposal finishes the work
+    queue.run_worker(settings, idle_exit_s=0)  # the re-queued re-proposal finishes the work
     with connect(settings.db_path) as db:
         final = _proposals(db)
         assert all(final[cell] == before[cell] for cell in read_cells)

@@ -1,4 +1,4 @@
-"""Tests for mdsdys.images: every bad upload ends in one of our named errors, odd modes convert."""
+"""Tests for mdsdys.imaging.decode: every bad upload ends in one of our named errors, odd modes convert."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from mdsdys.errors import (
     UnsafeArchiveError,
     UploadTooLargeError,
 )
-from mdsdys.images import (
+from mdsdys.imaging.decode import (
     IMAGE_SUFFIXES,
     MAX_PIXELS_DEFAULT,
     check_upload_size,

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from mdsdys import jobs
+from mdsdys.jobs import queue
 from mdsdys.config import load_settings
-from mdsdys.demo import build_demo
+from mdsdys.demo.study import build_demo
 from mdsdys.errors import MdsdysError
 from mdsdys.store import connect
 from mdsdys.store.audit import list_audit
@@ -50,8 +50,8 @@ def _start_worker(settings) -> subprocess.Popen:
 
 
 def test_a_training_job_runs_in_process_and_reports_epochs(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
-    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
     job = _job(settings, job_id)
     assert job.state == "done", job.error
     assert [h["epoch"] for h in job.progress["history"]] == [1, 2]
@@ -61,7 +61,7 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
         queued = db.execute("SELECT kind, params FROM jobs WHERE id > ?", [job_id]).fetchall()
     # The first segmenter is active at once, so detection on every slide follows it.
     assert [kind for kind, _ in queued] == ["segment_slides"]
-    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
     with connect(settings.db_path) as db:
         fields = db.execute("SELECT COUNT(*) FROM patches WHERE kind = 'field'").fetchone()[0]
         scored = db.execute("SELECT COUNT(*) FROM field_uncertainty").fetchone()[0]
@@ -69,20 +69,20 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
 
 
 def test_a_job_runs_in_a_real_worker_subprocess(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "done", timeout=120), _job(settings, job_id)
     worker.wait(timeout=30)
 
 
 def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=120)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     assert _job(settings, job_id).state == "running"  # nobody knows yet
-    jobs.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
+    queue.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
     job = _job(settings, job_id)
     assert job.state == "failed" and "worker running this job stopped" in job.error
     with connect(settings.db_path) as db:
@@ -92,7 +92,7 @@ def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(set
 
 
 def test_cancel_stops_a_running_job_within_seconds(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
     with connect(settings.db_path) as db:
@@ -106,29 +106,29 @@ def test_cancel_stops_a_running_job_within_seconds(settings):
 
 
 def test_a_queued_job_is_cancelled_at_once(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
     with connect(settings.db_path) as db:
         assert request_cancel(db, job_id) == "cancelled"
-    assert jobs.run_worker(settings, idle_exit_s=0, max_jobs=1) == 0
+    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 0
 
 
 def test_only_one_worker_runs_at_a_time(settings):
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
-    assert jobs.worker_alive(settings)
-    assert jobs.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
+    assert queue.worker_alive(settings)
+    assert queue.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
     worker.wait(timeout=60)
-    assert not jobs.worker_alive(settings)
+    assert not queue.worker_alive(settings)
 
 
 def test_bad_settings_and_unknown_jobs_are_refused(settings):
     with pytest.raises(MdsdysError, match="Unknown job kind"):
-        jobs.enqueue(settings, "mine_bitcoin", {}, None, start_worker=False)
-    job_id = jobs.enqueue(settings, "train_segmenter", {"settings": {"epochz": 3}}, None, start_worker=False)
-    jobs.run_worker(settings, idle_exit_s=0, max_jobs=1)
+        queue.enqueue(settings, "mine_bitcoin", {}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_segmenter", {"settings": {"epochz": 3}}, None, start_worker=False)
+    queue.run_worker(settings, idle_exit_s=0, max_jobs=1)
     assert "Unknown setting 'epochz'" in _job(settings, job_id).error
 
 
@@ -138,13 +138,13 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
         build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=6)
     settings = load_settings()
     params = {"segmenter": TINY, "classifier": {"epochs": 4, "batch_size": 8, "input_size": 32}}
-    job_id = jobs.enqueue(settings, "demo_bootstrap", params, None, start_worker=False)
-    jobs.run_worker(settings, idle_exit_s=0, max_jobs=1)
+    job_id = queue.enqueue(settings, "demo_bootstrap", params, None, start_worker=False)
+    queue.run_worker(settings, idle_exit_s=0, max_jobs=1)
     job = _job(settings, job_id)
     assert job.state == "done", job.error
     with connect(settings.db_path) as db:
         assert active_model(db, "segmenter") and active_model(db, "classifier", "mds8")
-        # The bootstrap detects and proposes itself: it queues no follow-up jobs.
+        # The bootstrap detects and proposes itself: it queues no follow-up queue.
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
         detected = db.execute("SELECT COUNT(*) FROM cells WHERE source = 'detected'").fetchone()[0]
         proposed = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
@@ -155,7 +155,7 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
 @pytest.mark.slow
 def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
     long_run = {"epochs": 500, "batch_size": 8, "input_size": 32}
-    job_id = jobs.enqueue(settings, "train_classifier", {"settings": long_run}, None, start_worker=False)
+    job_id = queue.enqueue(settings, "train_classifier", {"settings": long_run}, None, start_worker=False)
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=180)
     with connect(settings.db_path) as db:

@@ -7,8 +7,8 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
-from mdsdys import auth
-from mdsdys.demo import build_demo
+from mdsdys.accounts import auth
+from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 from mdsdys.store.users import find_user
 

@@ -7,9 +7,19 @@ import subprocess
 import pytest
 from conftest import REPO_ROOT, open_page
 
-from mdsdys import admin, auth, consensus, export, review, training
+from mdsdys.accounts import admin
+
+from mdsdys.accounts import auth
+
+from mdsdys.review import consensus
+
+from mdsdys.report import export
+
+from mdsdys.review import reads
+
+from mdsdys.registry import retrain
 from mdsdys.config import load_settings
-from mdsdys.demo import build_demo
+from mdsdys.demo.study import build_demo
 from mdsdys.errors import PermissionDeniedError
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import list_cells
@@ -39,7 +49,7 @@ def test_every_privileged_action_refuses_a_reader(db, demo):
         lambda: consensus.set_readers_may_settle(db, reader, True),
         lambda: export.cells_csv(db, reader, slide.id),
         lambda: export.crops_zip(db, reader, slide.id),
-        lambda: training.queue_training(load_settings(), reader, "segmenter", {}),
+        lambda: retrain.queue_training(load_settings(), reader, "segmenter", {}),
     ]
     for attempt in attempts:
         with pytest.raises(PermissionDeniedError):
@@ -59,7 +69,7 @@ def test_query_parameters_cannot_log_anyone_in(db, demo, home, monkeypatch):
 
 def test_no_widget_can_write_the_session_user(db):
     """Only server code sets the logged-in user; no widget key (which a browser could drive) is that key."""
-    for path in [REPO_ROOT / "app.py", *sorted((REPO_ROOT / "pages").glob("*.py")), REPO_ROOT / "mdsdys" / "ui.py"]:
+    for path in [REPO_ROOT / "app.py", *sorted((REPO_ROOT / "pages").glob("*.py")), REPO_ROOT / "mdsdys" / "app" / "ui.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "key" and isinstance(node.value, ast.Constant):
                 assert node.value.value != SESSION_KEY, f"{path.name} has a widget keyed {SESSION_KEY}"
@@ -67,7 +77,7 @@ def test_no_widget_can_write_the_session_user(db):
 
 def test_a_cell_link_never_shows_another_readers_read(db, demo, home):
     users, slide, cells = demo
-    review.record_read(db, users["reader1"], cells[0].id, "ED", ["nuclear budding"])
+    reads.record_read(db, users["reader1"], cells[0].id, "ED", ["nuclear budding"])
     at = open_page("pages/3_Review.py", users["reader2"].id, query={"cell": str(cells[0].id)})
     shown = " ".join(str(e.value) for e in [*at.markdown, *at.info, *at.caption])
     assert f"Cell {cells[0].id}" in shown and "ED" not in shown and "nuclear budding" not in shown

@@ -7,19 +7,21 @@ import pytest
 import torch
 from conftest import requires_shared
 
-from mdsdys import detect, synth
-from mdsdys.images import encode_png
-from mdsdys.metrics_seg import ObjectCounts, dice, iou, label_mask, match_objects
-from mdsdys.nuclei import (
+from mdsdys.segment import detect
+
+from mdsdys.demo import synth
+from mdsdys.imaging.decode import encode_png
+from mdsdys.segment.metrics import ObjectCounts, dice, iou, label_mask, match_objects
+from mdsdys.segment.postprocess import (
     cell_box,
     instances_from_mask,
     mask_diameter,
     otsu_mask,
 )
-from mdsdys.preprocess import thumbnails_from_image
-from mdsdys.registry import register_model, save_checkpoint
-from mdsdys.scale import estimate_diameter
-from mdsdys.segment import (
+from mdsdys.imaging.thumbnails import thumbnails_from_image
+from mdsdys.registry.versions import register_model, save_checkpoint
+from mdsdys.segment.scale import estimate_diameter
+from mdsdys.segment.segmenter import (
     MaskError,
     Segmentation,
     WrongModelError,
@@ -29,7 +31,7 @@ from mdsdys.segment import (
     segment_patch,
     validate_mask,
 )
-from mdsdys.segtrain import (
+from mdsdys.segment.train import (
     MIN_MASKS,
     MaskSample,
     SegTrainConfig,
@@ -44,7 +46,7 @@ from mdsdys.store.reads import put_read
 from mdsdys.store.scales import slide_scale, store_estimated_diameter
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, update_slide
 from mdsdys.store.users import insert_user
-from mdsdys.unet import UNet, UNetConfig, predict
+from mdsdys.segment.unet import UNet, UNetConfig, predict
 
 TINY = UNetConfig(depth=3, width=8)
 
@@ -70,7 +72,7 @@ def test_tiny_unet_learns_synthetic_masks_within_a_few_steps(trained):
 
 
 def test_on_epoch_reports_every_epoch_and_should_stop_cancels():
-    from mdsdys.jobs import JobCancelled
+    from mdsdys.jobs.queue import JobCancelled
 
     config = SegTrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop=32, unet=TINY, max_seconds=None)
     seen = []
@@ -177,7 +179,7 @@ def test_patch_uncertainty_is_between_zero_and_one_and_repeatable(trained):
 
 @pytest.mark.parametrize("depth,width", [(2, 4), (3, 8), (4, 16)])
 def test_unet_predicts_a_probability_per_pixel_at_any_size(depth, width, monkeypatch):
-    monkeypatch.setattr("mdsdys.unet.TILE", 48)  # force tiling on a small input
+    monkeypatch.setattr("mdsdys.segment.unet.TILE", 48)  # force tiling on a small input
     prob = predict(UNet(UNetConfig(depth, width)), torch.rand(1, 3, 61, 107))
     assert prob.shape == (61, 107) and float(prob.min()) >= 0 and float(prob.max()) <= 1
 
@@ -288,7 +290,7 @@ def test_an_estimated_diameter_is_stored_once_and_never_over_a_users(db, trained
 
 @pytest.mark.realdata
 def test_a_few_epochs_on_a_handful_of_bccd_fields_beat_chance_by_far():
-    from mdsdys.segment import evaluate_segmenter, load_mask_pairs
+    from mdsdys.segment.segmenter import evaluate_segmenter, load_mask_pairs
 
     pairs = load_mask_pairs(requires_shared("bccd_nuclei"))[:14]
     samples = [MaskSample(image, mask, "BCCD") for _, image, mask in pairs[:10]]
@@ -301,7 +303,7 @@ def test_a_few_epochs_on_a_handful_of_bccd_fields_beat_chance_by_far():
 
 def test_eval_folder_scores_a_perfect_otsu_like_field_and_names_missing_folders(trained, tmp_path):
     from mdsdys.errors import NotFoundError
-    from mdsdys.segment import evaluate_folder, evaluate_otsu, load_mask_pairs
+    from mdsdys.segment.segmenter import evaluate_folder, evaluate_otsu, load_mask_pairs
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from mdsdys.synth import (
+from mdsdys.demo.synth import (
     CLASS_CODES,
     DEFAULT_CLASS_WEIGHTS,
     SynthPatch,

@@ -18,7 +18,7 @@ class DetectedCell:
 
     box: tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
     nucleus_png: bytes              # (h, w) uint8 PNG inside the box, 255 = nucleus
-    thumbnail: bytes | None = None  # as mdsdys.preprocess.thumbnails_from_image cuts it
+    thumbnail: bytes | None = None  # as mdsdys.imaging.thumbnails.thumbnails_from_image cuts it
 
 
 @dataclass(frozen=True)

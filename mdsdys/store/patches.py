@@ -13,7 +13,7 @@ from mdsdys.store.db import select_in, utcnow
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An image file exactly as stored: see mdsdys.images.DecodedImage."""
+    """An image file exactly as stored: see mdsdys.imaging.decode.DecodedImage."""
 
     sha256: str
     width: int
@@ -108,7 +108,7 @@ def add_cell(db: Database, slide_id: int, patch_id: int, box: tuple[int, int, in
              thumbnail: bytes | None = None) -> tuple[int, bool]:
     """Insert a cell unless one with the same box exists on the patch; returns (cell id, created).
 
-    `thumbnail` is the cell as mdsdys.preprocess.thumbnails_from_image cuts it; without one, the
+    `thumbnail` is the cell as mdsdys.imaging.thumbnails.thumbnails_from_image cuts it; without one, the
     classifier cuts it from the patch the first time it needs the cell.
     """
     x, y, w, h = (int(v) for v in box)

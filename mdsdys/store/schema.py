@@ -250,7 +250,7 @@ _M005 = """
 -- and training, proposals and evaluation all see the same pixels.
 CREATE TABLE cell_thumbnails (
     cell_id INTEGER PRIMARY KEY REFERENCES cells(id),
-    jpeg BLOB NOT NULL               -- the crop zero-padded to a square, 64 x 64, JPEG (mdsdys.preprocess)
+    jpeg BLOB NOT NULL               -- the crop zero-padded to a square, 64 x 64, JPEG (mdsdys.imaging.thumbnails)
 );
 """
 

@@ -14,12 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdsdys import auth
+from mdsdys.accounts import auth
 from mdsdys.config import Settings
 from mdsdys.store import connect
 from mdsdys.store.jobs import get_job, request_cancel
 from mdsdys.store.users import find_user
-from mdsdys.training import queue_training
+from mdsdys.registry.retrain import queue_training
 
 from . import steps
 from .conftest import CHROMIUM

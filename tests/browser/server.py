@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdsdys.demo import build_demo
+from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdsdys.demo import DEMO_ACCOUNTS
+from mdsdys.demo.study import DEMO_ACCOUNTS
 
 from .actions import EXCEPTION_BOX, login, open_sidebar_page, wait_for_app
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdsdys.ingest import BATCH
+from mdsdys.ingest.importer import BATCH
 from mdsdys.store import check_integrity, connect
 from mdsdys.store.stats import store_counts
 

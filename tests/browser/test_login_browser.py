@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mdsdys.demo import DEMO_ACCOUNTS
+from mdsdys.demo.study import DEMO_ACCOUNTS
 
 from .actions import (
     EXCEPTION_BOX,

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdsdys.classify import CellSample
-from mdsdys.clstrain import ClsTrainConfig, train_classifier
-from mdsdys.distributed import process_group
+from mdsdys.classify.classifier import CellSample
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.compute import process_group
 from mdsdys.schemes import scheme_from_folders
-from mdsdys.synth import generate_cell
+from mdsdys.demo.synth import generate_cell
 
 
 def main(out: Path) -> None:

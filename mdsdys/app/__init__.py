@@ -1,0 +1,1 @@
+"""The Streamlit adapter: the only package that imports streamlit. Pages call it and the domain packages."""

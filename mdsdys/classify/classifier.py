@@ -1,0 +1,134 @@
+"""Using a trained cell classifier: the Classifier bundle, checkpoints back to models, batched prediction.
+
+Training lives in mdsdys.classify.train. Array conventions: `crop` (h, w, 3) uint8 RGB of any size;
+`squares` (N, 3, S, S) uint8 at the classifier's input side S; probabilities (N, C) in scheme order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from mdsdys.classify.archs import create_model
+from mdsdys.errors import SchemeError
+from mdsdys.imaging.thumbnails import Normalizer, square_resize, stack_squares
+from mdsdys.registry.versions import load_checkpoint
+from mdsdys.schemes import LabelScheme, scheme_from_mapping
+
+
+class CellSample(NamedTuple):
+    """One labelled cell for training: a plain (crop, code, group) tuple works too."""
+
+    crop: np.ndarray        # (h, w, 3) uint8 RGB, any size; padded to a square and resized in training
+    code: str               # class code of the scheme
+    group: str              # slide case id: one patient's cells stay on one side of every split
+    cell_id: int | None = None
+
+
+@dataclass
+class Classifier:
+    """A trained network with everything needed to use it on crops."""
+
+    net: nn.Module
+    arch: str
+    scheme: LabelScheme
+    input_size: int
+    normalizer: Normalizer
+    temperature: float = 1.0
+    version: str | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Class codes in output order."""
+        return self.scheme.codes
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU, the default layout elsewhere."""
+    # channels_last lets oneDNN skip layout conversions around every convolution on the CPU (issue 4).
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (issue 4: AMP there); plain fp32 on the CPU, where bf16 needs AMX to pay off."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer, device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode."""
+    net.eval()
+    out = []
+    for chunk in torch.split(images, batch_size):
+        x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=memory_format(device)))
+        with autocast(device):
+            out.append(net(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device | None = None) -> Classifier:
+    """Rebuild a Classifier (eval mode) from a checkpoint dict written by train_classifier."""
+    if checkpoint.get("kind") != "classifier":
+        raise SchemeError(f"This checkpoint holds a {checkpoint.get('kind')!r} model, not a classifier.")
+    scheme = scheme_from_mapping(checkpoint["scheme"])
+    device = device or pick_device()
+    net = create_model(checkpoint["arch"], len(scheme.codes))
+    net.load_state_dict(checkpoint["state_dict"])
+    net.to(device, memory_format=memory_format(device)).eval()
+    norm = checkpoint["normalizer"]
+    return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
+                      Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
+                      checkpoint.get("version"), device)
+
+
+def load_classifier(path: Path | str, device: torch.device | None = None) -> Classifier:
+    """Load a classifier checkpoint file (see mdsdys.registry.versions)."""
+    return classifier_from_checkpoint(load_checkpoint(path), device)
+
+
+def calibrated(logits: torch.Tensor, temperature: float) -> np.ndarray:
+    """(N, C) logits -> (N, C) float64 probabilities, softmax(logits / T)."""
+    return torch.softmax(logits.double() / temperature, dim=1).numpy()
+
+
+def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """(N, 3, S, S) uint8 at the classifier's input size -> (N, C) calibrated probabilities."""
+    logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size)
+    return calibrated(logits, classifier.temperature).astype(np.float32)
+
+
+def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Crops of any size, (h, w, 3) uint8 each -> (N, C) calibrated probabilities, in scheme order."""
+    if len(crops) == 0:
+        return np.zeros((0, len(classifier.codes)), dtype=np.float32)
+    out = []
+    for start in range(0, len(crops), batch_size):
+        squares = stack_squares([square_resize(c, classifier.input_size) for c in crops[start:start + batch_size]])
+        out.append(predict_squares(classifier, squares, batch_size))
+    return np.concatenate(out)
+
+
+def check_scheme(classifier: Classifier, scheme: LabelScheme, slide: str) -> None:
+    """Raise SchemeError when the classifier was trained for another scheme than the slide's."""
+    if classifier.scheme.name != scheme.name or classifier.codes != scheme.codes:
+        raise SchemeError(
+            f"Model {classifier.version or '(unsaved)'} was trained for scheme {classifier.scheme.name!r} "
+            f"({', '.join(classifier.codes)}), but slide {slide!r} uses {scheme.name!r} ({', '.join(scheme.codes)}). "
+            f"Train a classifier for it: mdsdys train classifier --scheme {scheme.name}"
+        )

@@ -1,0 +1,456 @@
+"""Training the cell classifier: one function for the worker, the CLI, the tests and the benchmark.
+
+`train_classifier` splits the labelled cells (by slide when it can, mdsdys.splits), trains from
+scratch with early stopping on validation macro-F1, fits a temperature on validation, and scores
+a frozen test split. It does no file I/O: `result.checkpoint` goes to
+`mdsdys.registry.versions.register_model` as a separate step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mdsdys import compute, stats
+from mdsdys.classify.archs import create_model, get_arch
+from mdsdys.classify.classifier import (
+    CellSample,
+    Classifier,
+    autocast,
+    calibrated,
+    forward_logits,
+    memory_format,
+)
+from mdsdys.errors import JobCancelled, MdsdysError
+from mdsdys.imaging.thumbnails import (
+    AugmentConfig,
+    Normalizer,
+    augment,
+    square_resize,
+    stack_squares,
+)
+from mdsdys.schemes import LabelScheme, scheme_to_mapping
+from mdsdys.splits import Split, split_samples
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDataError(MdsdysError):
+    """Too few labelled cells to train: fewer cells than classes, or a class with too few examples."""
+
+
+class TrainingCancelled(JobCancelled):
+    """Training stopped between batches because should_stop() said so; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class ClsTrainConfig:
+    """Everything that decides a trained classifier; stored in its checkpoint."""
+
+    # Chosen by bench/classifier.py on a 2-core CPU (README, "Cell classifier"): as accurate as
+    # ResNet-18 on PBC at a third of its training time, and an 8x8 Grad-CAM grid at 64 px.
+    arch: str = "cellnet"
+    # The paper's 64 px (Lee et al. 2022); 64 keeps training inside the CPU budget. It is also
+    # mdsdys.imaging.thumbnails.THUMBNAIL_SIDE: at this side proposals read the stored thumbnails as they are.
+    input_size: int = 64
+    # ~4 minutes for 2,000 cells on 2 CPU cores; 30 -> 45 epochs gained ~0.5% macro-F1 on PBC.
+    epochs: int = 40
+    batch_size: int = 64             # the paper used 32; 64 halves the per-step overhead on a CPU
+    optimizer: str = "adamw"         # 'adam' for the paper's setting
+    lr: float = 2e-3                 # OneCycle peak; from-scratch ResNets train well at 1e-3..3e-3 with AdamW
+    schedule: str = "onecycle"       # 'constant' for the paper's setting
+    weight_decay: float = 0.05       # AdamW's decoupled decay; a strong regulariser for ~10^3 images
+    label_smoothing: float = 0.1     # keeps logits moderate, so temperature scaling has less to fix
+    # Loss weight of class c is (n_max / n_c) ** power: 0.5 lifts a 2.4% class (MD in the paper)
+    # about 4x against the largest, without the false alarms full inverse weighting brings.
+    class_weight_power: float = 0.5
+    val_fraction: float = 0.1        # the paper's 80/10/10
+    test_fraction: float = 0.1
+    # Epochs without a better validation macro-F1 before stopping; counted only once the one-cycle
+    # rate has annealed to half its peak, before which no model is kept (see _first_kept_epoch).
+    patience: int = 8
+    min_per_class: int = 3           # one each for training, validation and test
+    max_minutes: float | None = None  # wall-clock cap; the best epoch so far is kept
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for the checkpoint and the models table."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClsTrainConfig:
+        """Inverse of to_dict; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        return cls(**values)
+
+
+NO_AUGMENT = AugmentConfig(rotate=False, flip=False, scale=0.0, shift=0.0, hed_scale=0.0, hed_bias=0.0, brightness=0.0)
+
+
+def paper_config(**overrides: Any) -> ClsTrainConfig:
+    """Lee et al. 2022: Inception-v3 from scratch, Adam 1e-4, batch 32, 200 epochs (75 px: its minimum).
+
+    The paper reports no augmentation, class weighting or smoothing, so none is used.
+    """
+    settings = {"arch": "inception_v3", "input_size": 75, "optimizer": "adam", "lr": 1e-4, "schedule": "constant",
+                "batch_size": 32, "epochs": 200, "weight_decay": 0.0, "label_smoothing": 0.0,
+                "class_weight_power": 0.0, "patience": 200, "augment": NO_AUGMENT} | overrides
+    return ClsTrainConfig(**settings)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """Progress after one epoch, as on_epoch receives it."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_macro_f1: float
+    lr: float
+    seconds: float           # since training started
+    best_epoch: int
+
+
+@dataclass
+class ClassifierResult:
+    """What train_classifier returns: the model, its checkpoint dict and how training went."""
+
+    classifier: Classifier
+    checkpoint: dict[str, Any]
+    history: list[EpochLog]
+    split: Split
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Metrics on the frozen test split (see checkpoint['metrics'])."""
+        return self.checkpoint["metrics"]
+
+
+def _as_samples(samples: Sequence[Sequence[Any]]) -> list[CellSample]:
+    return [s if isinstance(s, CellSample) else CellSample(*s) for s in samples]
+
+
+def _class_indices(samples: list[CellSample], scheme: LabelScheme) -> np.ndarray:
+    index = {code: i for i, code in enumerate(scheme.codes)}
+    unknown = sorted({s.code for s in samples} - set(index))
+    if unknown:
+        raise TrainingDataError(
+            f"Labels {unknown} are not classes of scheme {scheme.name!r} ({', '.join(scheme.codes)}); "
+            "train with the scheme the cells were labelled in."
+        )
+    return np.array([index[s.code] for s in samples], dtype=np.int64)
+
+
+def check_training_data(y: np.ndarray, scheme: LabelScheme, min_per_class: int) -> None:
+    """Raise TrainingDataError unless every class has at least min_per_class labelled cells."""
+    codes = scheme.codes
+    if y.size < len(codes):
+        raise TrainingDataError(
+            f"Only {y.size} labelled cells for the {len(codes)} classes of scheme {scheme.name!r}; "
+            f"label at least {min_per_class} cells of each class, then train again."
+        )
+    counts = np.bincount(y, minlength=len(codes))
+    short = [f"{code} ({n})" for code, n in zip(codes, counts) if n < min_per_class]
+    if short:
+        raise TrainingDataError(
+            f"Too few labelled cells of {', '.join(short)} in scheme {scheme.name!r}: each class needs at least "
+            f"{min_per_class} (one each for training, validation and test). Label more, or use a scheme without them."
+        )
+
+
+def _split(samples: list[CellSample], y: np.ndarray, config: ClsTrainConfig,
+           frozen_test: Collection[int] | None) -> Split:
+    codes = np.array([str(v) for v in y])
+    groups = [s.group for s in samples]
+    frozen = None
+    if frozen_test:
+        frozen = np.array([s.cell_id is not None and s.cell_id in frozen_test for s in samples])
+    return split_samples(codes, groups, config.val_fraction, config.test_fraction, config.seed, frozen)
+
+
+def _data_summary(samples: list[CellSample], y: np.ndarray, split: Split, codes: Sequence[str]) -> dict[str, Any]:
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    return {
+        "split": split.kind,
+        "cells": {name: int(idx.size) for name, idx in parts.items()},
+        "counts": {name: {c: int(n) for c, n in zip(codes, np.bincount(y[idx], minlength=len(codes)))}
+                   for name, idx in parts.items()},
+        "slides": {name: sorted({samples[i].group for i in idx}) for name, idx in parts.items()},
+    }
+
+
+def split_key(samples: list[CellSample], test: np.ndarray) -> tuple[list[int], str]:
+    """(test cell ids, SHA-256 of them); without cell ids the hash is over the crops' bytes."""
+    ids = sorted(int(samples[i].cell_id) for i in test if samples[i].cell_id is not None)
+    if len(ids) == test.size:
+        return ids, hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+    digests = sorted(hashlib.sha256(np.ascontiguousarray(samples[i].crop).tobytes()).hexdigest() for i in test)
+    return ids, hashlib.sha256(",".join(digests).encode()).hexdigest()
+
+
+def _class_weights(y_train: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
+    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, (counts.max() / np.maximum(counts, 1)) ** power, 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+def _optimizer(net: nn.Module, config: ClsTrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        # No weight decay on BatchNorm and bias parameters (the usual practice since Goyal et al. 2017).
+        decay = [p for p in net.parameters() if p.ndim > 1]
+        rest = [p for p in net.parameters() if p.ndim <= 1]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                  {"params": rest, "weight_decay": 0.0}], lr=config.lr)
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adamw' or 'adam'.")
+
+
+MIN_ONECYCLE_STEPS = 16
+ONECYCLE_WARMUP = 0.25  # share of the steps spent rising to the peak rate
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: ClsTrainConfig, steps: int):
+    if config.schedule == "onecycle":
+        if steps < MIN_ONECYCLE_STEPS:
+            # OneCycleLR divides by the length of its warm-up phase, which is zero for some tiny
+            # step counts (4 at pct_start 0.25); a run this short gains nothing from a schedule.
+            return None
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps,
+                                                   pct_start=ONECYCLE_WARMUP)
+    if config.schedule == "constant":
+        return None
+    raise ValueError(f"Unknown schedule {config.schedule!r}; use 'onecycle' or 'constant'.")
+
+
+def _batches(order: torch.Tensor, batch_size: int, world: compute.World) -> list[torch.Tensor]:
+    """This rank's part of each batch; every rank gets the same number of batches."""
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and chunks[-1].numel() < 2 * world.size:  # BatchNorm cannot train on a batch of one
+        chunks.pop()
+    return [compute.shard(chunk, world) for chunk in chunks]
+
+
+@dataclass
+class _Run:
+    """The tensors and settings one training run shares between its helpers."""
+
+    net: nn.Module
+    model: nn.Module          # what training calls: net, or DDP around it across processes
+    world: compute.World
+    images: torch.Tensor      # (N, 3, S, S) uint8 on the device
+    targets: torch.Tensor     # (N,) int64 on the device
+    normalizer: Normalizer
+    device: torch.device
+    config: ClsTrainConfig
+
+
+def _train_epoch(run: _Run, train: torch.Tensor, optimizer, scheduler, weights: torch.Tensor,
+                 generators: tuple[torch.Generator, torch.Generator], should_stop: Callable[[], bool] | None) -> float:
+    """One pass over the training cells; `generators` draw the order (same on every rank) and the augmentation."""
+    order_gen, augment_gen = generators
+    run.model.train()
+    order = train[torch.randperm(train.numel(), generator=order_gen)]
+    total, seen = 0.0, 0
+    for batch in _batches(order, run.config.batch_size, run.world):
+        if should_stop is not None and compute.agree(should_stop(), run.world):
+            raise TrainingCancelled("Training was cancelled; no model was saved.")
+        batch = batch.to(run.device)
+        x = run.normalizer(augment(run.images[batch], augment_gen, run.config.augment))  # (B, 3, S, S)
+        x = x.contiguous(memory_format=memory_format(run.device))
+        with autocast(run.device):
+            logits = run.model(x).float()                                               # (B, C)
+        loss = F.cross_entropy(logits, run.targets[batch], weight=weights, label_smoothing=run.config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total, seen = total + float(loss.detach()) * batch.numel(), seen + batch.numel()
+    return total / max(seen, 1)
+
+
+def _validate(run: _Run, val: torch.Tensor, n_classes: int) -> tuple[float, float]:
+    """(macro-F1, NLL) on the validation cells."""
+    if val.numel() == 0:
+        return math.nan, math.nan
+    logits = forward_logits(run.net, run.images[val.to(run.device)], run.normalizer, run.device)
+    y = run.targets[val.to(run.device)].cpu()
+    f1 = stats.macro_f1(y.numpy(), logits.argmax(1).numpy(), n_classes)
+    return f1, float(F.cross_entropy(logits, y))
+
+
+def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch: Callable[[EpochLog], None] | None,
+         should_stop: Callable[[], bool] | None) -> tuple[dict[str, torch.Tensor], list[EpochLog]]:
+    """Train with early stopping on validation macro-F1; returns the best epoch's weights and the history."""
+    config, world = run.config, run.world
+    order_gen = torch.Generator().manual_seed(config.seed)
+    # One process draws order and augmentation from one stream (as the benchmarked runs did);
+    # across processes the order must match on every rank and the augmentation must not.
+    augment_gen = torch.Generator().manual_seed(config.seed + 7919 * world.rank) if world.distributed else order_gen
+    train, val = torch.from_numpy(split.train), torch.from_numpy(split.val)
+    weights = _class_weights(y_train, n_classes, config.class_weight_power).to(run.device)
+    optimizer = _optimizer(run.net, config)
+    steps = config.epochs * len(_batches(train, config.batch_size, world))
+    scheduler = _scheduler(optimizer, config, steps)
+    first = _first_kept_epoch(config, scheduler)
+    best_key, best_state, best_epoch, history = (False, -math.inf, -math.inf), None, 0, []
+    start = time.monotonic()
+    for epoch in range(1, config.epochs + 1):
+        train_loss = compute.mean(
+            _train_epoch(run, train, optimizer, scheduler, weights, (order_gen, augment_gen), should_stop), world)
+        val_f1, val_loss = _validate(run, val, n_classes)
+        # Any epoch that may be kept beats every earlier one; then higher macro-F1, then lower loss.
+        key = (epoch >= first, 0.0 if math.isnan(val_f1) else val_f1, 0.0 if math.isnan(val_loss) else -val_loss)
+        if key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
+        entry = EpochLog(epoch, config.epochs, train_loss, val_loss, val_f1, optimizer.param_groups[0]["lr"],
+                         time.monotonic() - start, best_epoch)
+        history.append(entry)
+        if world.is_main:
+            log.info("epoch %d/%d: loss %.4f, val loss %.4f, val macro-F1 %.4f (best epoch %d), %.0f s",
+                     epoch, config.epochs, train_loss, val_loss, val_f1, best_epoch, entry.seconds)
+            if on_epoch is not None:
+                on_epoch(entry)
+        if compute.agree(_should_end(entry, config, first), world):
+            break
+    return best_state, history
+
+
+def _first_kept_epoch(config: ClsTrainConfig, scheduler: Any) -> int:
+    """The first epoch whose model early stopping may keep, and from which it counts its patience.
+
+    Under the one-cycle schedule, validation macro-F1 swings by up to 0.3 from one epoch to the next
+    while the rate is high (PBC: 0.93 at epoch 17 of 40, 0.63 at 19), so a lucky epoch there would be
+    kept and would stop the run before the rate anneals; only epochs after it has fallen to half its
+    peak count. Any epoch counts under a constant rate. Until the first such epoch, the best so far
+    is kept (a wall-clock cap may end a run earlier).
+    """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return 1
+    return max(1, math.ceil(config.epochs * (ONECYCLE_WARMUP + (1 - ONECYCLE_WARMUP) / 2)))
+
+
+def _should_end(entry: EpochLog, config: ClsTrainConfig, first_kept: int) -> bool:
+    """Early stopping (patience, counted from the first epoch that may be kept) or the wall-clock cap."""
+    if entry.epoch - max(entry.best_epoch, first_kept) >= config.patience:
+        log.info("stopping early: no better validation macro-F1 for %d epochs", config.patience)
+        return True
+    if config.max_minutes is not None and entry.seconds >= 60 * config.max_minutes:
+        log.info("stopping at the %.1f-minute cap", config.max_minutes)
+        return True
+    return False
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The T > 0 that minimises validation NLL of softmax(logits / T) (Guo et al. 2017), by LBFGS on log T."""
+    if logits.numel() == 0:
+        return 1.0
+    logits, targets = logits.detach().double(), targets.detach()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    # A clamp: a handful of validation cells could otherwise push T to absurd values.
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
+                     config: ClsTrainConfig = ClsTrainConfig(), on_epoch: Callable[[EpochLog], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None,
+                     frozen_test: Collection[int] | None = None) -> ClassifierResult:
+    """Train a classifier from scratch on labelled crops; split, early-stop, calibrate and test it.
+
+    `frozen_test`: cell ids that must form the test split (with their slides' other cells), so a
+    retrained model is compared with the active one on the same cells (issue 6).
+    """
+    samples = _as_samples(samples)
+    if config.input_size < get_arch(config.arch).min_input:
+        raise ValueError(f"{config.arch} needs input_size >= {get_arch(config.arch).min_input}; got {config.input_size}.")
+    y = _class_indices(samples, scheme)
+    check_training_data(y, scheme, config.min_per_class)
+    split = _split(samples, y, config, frozen_test)
+    world = compute.current_world()
+    device = compute.device(world)
+    images = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
+    normalizer = Normalizer.fit(images[torch.from_numpy(split.train)])
+    torch.manual_seed(config.seed)
+    net = create_model(config.arch, len(scheme.codes)).to(device, memory_format=memory_format(device))
+    run = _Run(net, compute.wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device),
+               normalizer, device, config)
+    log.info("training %s on %s cells (%s split) on %s%s", config.arch, len(samples), split.kind, device,
+             f", rank {world.rank} of {world.size}" if world.distributed else "")
+    start = time.monotonic()
+    best_state, history = _fit(run, split, y[split.train], len(scheme.codes), on_epoch, should_stop)
+    net.load_state_dict(best_state)
+    train_seconds = time.monotonic() - start
+    classifier = _calibrate(run, split, scheme, y)
+    checkpoint = _checkpoint(run, classifier, samples, y, split, history, train_seconds)
+    return ClassifierResult(classifier, checkpoint, history, split)
+
+
+def _calibrate(run: _Run, split: Split, scheme: LabelScheme, y: np.ndarray) -> Classifier:
+    val = torch.from_numpy(split.val)
+    val_logits = forward_logits(run.net, run.images[val.to(run.device)], run.normalizer, run.device)
+    temperature = fit_temperature(val_logits, torch.from_numpy(y[split.val]))
+    run.net.eval()
+    return Classifier(run.net, run.config.arch, scheme, run.config.input_size, run.normalizer, temperature,
+                      device=run.device)
+
+
+def _test_metrics(run: _Run, classifier: Classifier, split: Split, y: np.ndarray) -> dict[str, Any]:
+    """Table 3 metrics, confusion, NLL and ECE (before and after calibration) on the test split."""
+    if split.test.size == 0:
+        return {}
+    test = torch.from_numpy(split.test).to(run.device)
+    logits = forward_logits(classifier.net, run.images[test], classifier.normalizer, classifier.device)
+    report = stats.classification_report(y[split.test], calibrated(logits, classifier.temperature), classifier.codes)
+    report["ece_uncalibrated"] = stats.expected_calibration_error(y[split.test], calibrated(logits, 1.0))
+    report.pop("codes")
+    return report
+
+
+def _checkpoint(run: _Run, classifier: Classifier, samples: list[CellSample], y: np.ndarray, split: Split,
+                history: list[EpochLog], train_seconds: float) -> dict[str, Any]:
+    """Everything needed to rebuild, use, compare and audit the model (nanoGPT-style single dict)."""
+    test_ids, test_hash = split_key(samples, split.test)
+    best_epoch = history[-1].best_epoch
+    summary = stats.jsonable(_test_metrics(run, classifier, split, y) | {
+        "test_split_sha256": test_hash, "split": split.kind, "temperature": classifier.temperature,
+        "val_macro_f1": history[best_epoch - 1].val_macro_f1, "best_epoch": best_epoch,
+        "epochs_run": len(history), "train_seconds": round(train_seconds, 1),
+    })
+    return {
+        "kind": "classifier", "arch": run.config.arch, "config": run.config.to_dict(),
+        "scheme": scheme_to_mapping(classifier.scheme),
+        "state_dict": {k: v.detach().cpu() for k, v in classifier.net.state_dict().items()},
+        "temperature": classifier.temperature, "input_size": run.config.input_size,
+        "normalizer": {"mean": list(classifier.normalizer.mean), "std": list(classifier.normalizer.std)},
+        "metrics": summary, "data": _data_summary(samples, y, split, classifier.codes),
+        "test_cells": test_ids, "test_split_sha256": test_hash,
+        "history": [dataclasses.asdict(h) for h in history], "torch": str(torch.__version__),
+        "trained_on": {"device": run.device.type, "processes": run.world.size},
+    }

@@ -1,0 +1,1 @@
+"""Images without models: safe decoding of uploads, square cell crops, thumbnails and colour. Torch-free."""

@@ -1,0 +1,1 @@
+"""Long work off the page: the job queue (`queue`), the worker process (`worker`) and its handlers."""

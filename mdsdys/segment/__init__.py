@@ -1,0 +1,1 @@
+"""Finding nuclei: the U-Net, its augmentation, post-processing, scale, detection, training and evaluation."""
