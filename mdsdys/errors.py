@@ -43,3 +43,47 @@ class ImportProblemError(MdsdysError):
 
 class JobCancelled(MdsdysError):
     """Work stopped because a user cancelled it; nothing from the run was kept."""
+
+
+class MaskError(MdsdysError):
+    """A drawn or imported mask that cannot be saved: empty, or not the size of its field."""
+
+
+class ScaleError(MdsdysError):
+    """A nucleus diameter that cannot fit the field (it would blow the field up beyond reason)."""
+
+
+class ScaleEstimateError(ScaleError):
+    """No nuclei were found at any scale, so the nucleus diameter cannot be estimated."""
+
+
+class TooFewMasksError(MdsdysError):
+    """Not enough nucleus masks to train a segmenter."""
+
+
+class TrainingDataError(MdsdysError):
+    """Too few labelled cells to train: fewer cells than classes, or a class with too few examples."""
+
+
+class TrainingCancelled(JobCancelled):
+    """Training stopped between batches because should_stop() said so; nothing was saved."""
+
+
+class NoCellsError(MdsdysError):
+    """A slide with no cells to classify."""
+
+
+class UnknownArchitectureError(MdsdysError):
+    """An architecture name that is not in the registry."""
+
+
+class CheckpointError(MdsdysError):
+    """A checkpoint that cannot be written or read, or does not fit where it is used."""
+
+
+class WrongModelError(CheckpointError):
+    """A checkpoint of another kind of model (e.g. a classifier) where this kind is needed."""
+
+
+class PromotionRefused(MdsdysError):
+    """A promotion the gate refused; the message gives both scores."""

@@ -10,7 +10,7 @@ from mdsdys.accounts import auth
 
 from mdsdys.ingest import importer
 from mdsdys.config import load_settings
-from mdsdys.errors import MdsdysError, PermissionDeniedError
+from mdsdys.errors import MaskError, MdsdysError, PermissionDeniedError
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.store.audit import list_audit
 from mdsdys.store.models import insert_model

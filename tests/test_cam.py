@@ -20,7 +20,7 @@ from mdsdys.classify.cam import (
     overlay,
 )
 from mdsdys.classify.classifier import Classifier
-from mdsdys.imaging.thumbnails import Normalizer
+from mdsdys.classify.inputs import Normalizer
 from mdsdys.schemes import scheme_from_folders
 
 SCHEME = scheme_from_folders("syn2", ["EN", "GN"])

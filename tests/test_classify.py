@@ -13,36 +13,35 @@ import torch
 from PIL import Image
 
 from mdsdys.registry import versions
-from mdsdys.classify.archs import ARCHITECTURES, UnknownArchitectureError, create_model, get_arch
+from mdsdys.classify.archs import ARCHITECTURES, create_model, get_arch
 from mdsdys.classify.classifier import (
     CellSample,
     classifier_from_checkpoint,
     load_classifier,
     predict_proba,
 )
-from mdsdys.classify.train import (
-    ClsTrainConfig,
+from mdsdys.classify.train import ClsTrainConfig, fit_temperature, paper_config, train_classifier
+from mdsdys.errors import (
+    NoCellsError,
+    NotFoundError,
+    SchemeError,
     TrainingCancelled,
     TrainingDataError,
-    fit_temperature,
-    paper_config,
-    train_classifier,
+    UnknownArchitectureError,
 )
-from mdsdys.errors import NotFoundError, SchemeError
 from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
 from mdsdys.ingest.importer import SourceFile, files_in_folder, import_cells
 from mdsdys.imaging.thumbnails import (
     THUMBNAIL_SIDE,
-    AugmentConfig,
     decode_crops,
     decode_thumbnail,
     image_square,
     square_resize,
     thumbnails_from_image,
 )
+from mdsdys.augment import CLASSIFIER_AUGMENT, AugmentConfig
 from mdsdys.classify.proposals import (
     CellRef,
-    NoCellsError,
     cell_sources,
     decode_sources,
     propose_labels,
@@ -419,19 +418,27 @@ def test_evaluate_classifier_refuses_folders_outside_the_scheme(tiny, tmp_path):
 
 
 def test_augmentation_keeps_shape_and_range():
-    from mdsdys.imaging.thumbnails import augment
+    from mdsdys.augment import CLASSIFIER_AUGMENT, NO_AUGMENT, SEGMENTER_AUGMENT, augment
 
     batch = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
-    out = augment(batch, torch.Generator().manual_seed(0), AugmentConfig())
-    assert out.shape == (4, 3, 24, 24) and out.dtype == torch.float32
-    assert 0 <= float(out.min()) and float(out.max()) <= 1
-    still = augment(batch, torch.Generator().manual_seed(0), AugmentConfig(
-        rotate=False, flip=False, scale=0, shift=0, hed_scale=0, hed_bias=0, brightness=0))
+    for config in (CLASSIFIER_AUGMENT, SEGMENTER_AUGMENT):
+        out = augment(batch, torch.Generator().manual_seed(0), config)
+        assert out.shape == (4, 3, 24, 24) and out.dtype == torch.float32
+        assert 0 <= float(out.min()) and float(out.max()) <= 1
+        assert not torch.allclose(out, batch.float() / 255, atol=2e-2)
+    still = augment(batch, torch.Generator().manual_seed(0), NO_AUGMENT)
     assert torch.allclose(still, batch.float() / 255, atol=2e-2)  # no jitter: the image itself
 
 
+def test_a_classifier_checkpoint_from_before_the_one_augment_config_still_loads():
+    old = {"rotate": True, "flip": True, "scale": 0.1, "shift": 0.04, "hed_scale": 0.08, "hed_bias": 0.03,
+           "brightness": 0.1}
+    assert AugmentConfig.from_dict(old) == CLASSIFIER_AUGMENT
+    assert AugmentConfig.from_dict(dataclasses.asdict(CLASSIFIER_AUGMENT)) == CLASSIFIER_AUGMENT
+
+
 def test_inference_normalises_uint8_as_training_does():
-    from mdsdys.imaging.thumbnails import Normalizer
+    from mdsdys.classify.inputs import Normalizer
 
     normalizer = Normalizer((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import requires_shared
 
+from mdsdys.errors import MaskError, TooFewMasksError, WrongModelError
 from mdsdys.segment import detect
 
 from mdsdys.demo import synth
@@ -22,9 +23,7 @@ from mdsdys.imaging.thumbnails import thumbnails_from_image
 from mdsdys.registry.versions import register_model, save_checkpoint
 from mdsdys.segment.scale import estimate_diameter
 from mdsdys.segment.segmenter import (
-    MaskError,
     Segmentation,
-    WrongModelError,
     load_segmenter,
     mask_to_png,
     patch_uncertainty,
@@ -35,7 +34,6 @@ from mdsdys.segment.train import (
     MIN_MASKS,
     MaskSample,
     SegTrainConfig,
-    TooFewMasksError,
     split_samples,
     train_segmenter,
     training_samples,

@@ -20,7 +20,7 @@ from mdsdys.accounts import auth
 from mdsdys.jobs import queue as jobs
 from mdsdys.config import Settings
 from mdsdys.segment.detect import slide_diameter
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import MaskError, MdsdysError
 from mdsdys.imaging.decode import encode_png, read_rgb
 from mdsdys.segment.segmenter import load_segmenter, segment_patch
 from mdsdys.segment.train import MIN_MASKS
@@ -40,9 +40,6 @@ MASK_SOURCES = ("drawn", "model_seeded")
 # above 400 a field holds only a nucleus or two.
 DIAMETER_RANGE = (4.0, 400.0)
 
-
-class MaskError(MdsdysError):
-    """A mask that cannot be saved: empty, or not the size of its field."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import MdsdysError, UnknownArchitectureError
 
-
-class UnknownArchitectureError(MdsdysError):
-    """An architecture name that is not in the registry."""
 
 
 @dataclass(frozen=True)

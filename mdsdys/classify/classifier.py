@@ -18,7 +18,8 @@ from torch import nn
 
 from mdsdys.classify.archs import create_model
 from mdsdys.errors import SchemeError
-from mdsdys.imaging.thumbnails import Normalizer, square_resize, stack_squares
+from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.registry.versions import load_checkpoint
 from mdsdys.schemes import LabelScheme, scheme_from_mapping
 

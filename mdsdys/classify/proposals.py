@@ -19,15 +19,15 @@ from mdsdys.classify.classifier import (
     load_classifier,
     predict_squares,
 )
-from mdsdys.errors import MdsdysError, NotFoundError
+from mdsdys.errors import MdsdysError, NoCellsError, NotFoundError
 from mdsdys.imaging.thumbnails import (
     Box,
     decode_crops,
     decode_thumbnail,
     reads_thumbnails,
-    stack_squares,
     thumbnails_from_image,
 )
+from mdsdys.classify.inputs import stack_squares
 from mdsdys.store.cells import (
     cell_thumbnails,
     list_cells,
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 CELLS_PER_READ = 1000  # cells whose images are fetched per query while collecting training crops
 ProgressFn = Callable[[int, int], None]  # (cells done, cells total)
 
-
-class NoCellsError(MdsdysError):
-    """A slide with no cells to classify."""
 
 
 class CellRef(NamedTuple):

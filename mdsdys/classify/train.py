@@ -32,26 +32,15 @@ from mdsdys.classify.classifier import (
     forward_logits,
     memory_format,
 )
-from mdsdys.errors import JobCancelled, MdsdysError
-from mdsdys.imaging.thumbnails import (
-    AugmentConfig,
-    Normalizer,
-    augment,
-    square_resize,
-    stack_squares,
-)
+from mdsdys.errors import JobCancelled, MdsdysError, TrainingCancelled, TrainingDataError
+from mdsdys.augment import CLASSIFIER_AUGMENT, NO_AUGMENT, AugmentConfig, augment
+from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.schemes import LabelScheme, scheme_to_mapping
 from mdsdys.splits import Split, split_samples
 
 log = logging.getLogger(__name__)
 
-
-class TrainingDataError(MdsdysError):
-    """Too few labelled cells to train: fewer cells than classes, or a class with too few examples."""
-
-
-class TrainingCancelled(JobCancelled):
-    """Training stopped between batches because should_stop() said so; nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +71,7 @@ class ClsTrainConfig:
     patience: int = 8
     min_per_class: int = 3           # one each for training, validation and test
     max_minutes: float | None = None  # wall-clock cap; the best epoch so far is kept
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = CLASSIFIER_AUGMENT
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,11 +84,10 @@ class ClsTrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("augment"), dict):
-            values["augment"] = AugmentConfig(**values["augment"])
+            values["augment"] = AugmentConfig.from_dict(values["augment"])
         return cls(**values)
 
 
-NO_AUGMENT = AugmentConfig(rotate=False, flip=False, scale=0.0, shift=0.0, hed_scale=0.0, hed_bias=0.0, brightness=0.0)
 
 
 def paper_config(**overrides: Any) -> ClsTrainConfig:

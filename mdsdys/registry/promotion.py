@@ -22,7 +22,7 @@ from mdsdys.jobs import queue
 from mdsdys.segment import train
 from mdsdys.classify.classifier import load_classifier, predict_proba
 from mdsdys.config import Settings
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import MdsdysError, PromotionRefused
 from mdsdys.classify.proposals import training_samples
 from mdsdys.registry.versions import load_checkpoint
 from mdsdys.segment.segmenter import evaluate_segmenter, load_segmenter
@@ -33,9 +33,6 @@ from mdsdys.store.users import User
 
 PROMOTE_ROLES = ("adjudicator",)
 
-
-class PromotionRefused(MdsdysError):
-    """A promotion the gate refused; the message gives both scores."""
 
 
 @dataclass(frozen=True)

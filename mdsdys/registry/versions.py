@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from sqlite_utils import Database
 
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import CheckpointError, MdsdysError
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
 from mdsdys.store.models import (
@@ -27,9 +27,6 @@ from mdsdys.store.users import User, system_user
 
 KINDS = ("segmenter", "classifier")
 
-
-class CheckpointError(MdsdysError):
-    """A checkpoint that cannot be written or read, or does not fit where it is used."""
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:

@@ -12,13 +12,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from mdsdys.errors import NotFoundError
+from mdsdys.errors import NotFoundError, ScaleEstimateError
 from mdsdys.imaging.decode import encode_png, read_rgb
 from mdsdys.segment.postprocess import Box
 from mdsdys.imaging.thumbnails import thumbnails_from_image
 from mdsdys.segment.scale import estimate_set_diameter
 from mdsdys.segment.segmenter import (
-    ScaleEstimateError,
     Segmentation,
     Segmenter,
     load_segmenter,

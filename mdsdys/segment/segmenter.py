@@ -26,8 +26,16 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
-from mdsdys.segment.augment import to_density
-from mdsdys.errors import MdsdysError, NotFoundError
+from mdsdys.augment import to_density
+from mdsdys.errors import (
+    CheckpointError,
+    MaskError,
+    MdsdysError,
+    NotFoundError,
+    ScaleError,
+    ScaleEstimateError,
+    WrongModelError,
+)
 from mdsdys.imaging.decode import IMAGE_SUFFIXES, decode_image, decode_mask, encode_png
 from mdsdys.segment.metrics import (
     ObjectCounts,
@@ -47,7 +55,7 @@ from mdsdys.segment.postprocess import (
     otsu_mask,
     renumber,
 )
-from mdsdys.registry.versions import CheckpointError, load_checkpoint
+from mdsdys.registry.versions import load_checkpoint
 from mdsdys.segment.unet import UNet, UNetConfig, predict
 
 log = logging.getLogger(__name__)
@@ -55,20 +63,7 @@ log = logging.getLogger(__name__)
 # and its maps then take ~2 GB of memory.
 MAX_WORKING_PIXELS = 60_000_000
 Pair = tuple[str, np.ndarray, np.ndarray]  # (name, (H, W, 3) uint8 image, (H, W) uint8 mask 255 = nucleus)
-class WrongModelError(CheckpointError):
-    """A checkpoint that is not a segmenter (e.g. a classifier) where a segmenter is needed."""
 
-
-class ScaleError(MdsdysError):
-    """A nucleus diameter that cannot fit the field (it would blow the field up beyond reason)."""
-
-
-class ScaleEstimateError(ScaleError):
-    """No nuclei were found at any scale, so the nucleus diameter cannot be estimated."""
-
-
-class MaskError(MdsdysError):
-    """A drawn or imported mask that cannot be saved: empty, or not the patch's size."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,16 +21,16 @@ from sqlite_utils import Database
 from torch.nn import functional as F
 
 from mdsdys import compute
-from mdsdys.segment.augment import AugmentConfig, augment_batch, to_density
+from mdsdys.augment import AugmentConfig, augment_batch, to_density
 from mdsdys.classify.classifier import autocast
 from mdsdys.config import Settings
-from mdsdys.errors import MdsdysError
+from mdsdys.errors import MaskError, MdsdysError, TooFewMasksError
 from mdsdys.imaging.decode import decode_mask, read_rgb
 from mdsdys.jobs.queue import JobCancelled
 from mdsdys.segment.metrics import dice, iou
 from mdsdys.segment.postprocess import PostConfig, mask_diameter
 from mdsdys.registry.versions import register_model
-from mdsdys.segment.segmenter import MaskError, Segmenter
+from mdsdys.segment.segmenter import Segmenter
 from mdsdys.store import connect
 from mdsdys.store.models import ModelRecord
 from mdsdys.store.patches import newest_masks
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 # to correct (Cellpose's human-in-the-loop starts from a handful of images).
 MIN_MASKS = 5
 
-
-class TooFewMasksError(MdsdysError):
-    """Not enough nucleus masks to train a segmenter."""
 
 
 @dataclass(frozen=True, eq=False)
