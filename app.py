@@ -3,16 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys.app import ui
-from mdsdys.store.stats import slide_overview, store_counts
+from mdsdys.app import ui, views
 
 ui.page_setup("Home")
 st.title("mdsdys: dysplastic cells in bone-marrow smears")
 user = ui.require_login()
 
 with ui.store() as db:
-    counts = store_counts(db)
-    slides = slide_overview(db)
+    counts = views.home_counts(db)
+    slides = views.home_slides(db)
 
 columns = st.columns(len(counts))
 for column, (name, value) in zip(columns, counts.items()):

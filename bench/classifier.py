@@ -46,12 +46,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mdsdys import stats
-from mdsdys.classify.classifier import CellSample, Classifier, memory_format, predict_proba
-from mdsdys.classify.train import ClsTrainConfig, paper_config, train_classifier
+from mdsdys.checkpoints import save_checkpoint
+from mdsdys.classify.classifier import CellSample, Classifier, predict_proba
 from mdsdys.classify.evaluate import markdown_table
-from mdsdys.ingest.importer import files_in_folder, import_cells
 from mdsdys.classify.proposals import propose_labels, training_samples
-from mdsdys.registry.versions import register_model, save_checkpoint
+from mdsdys.classify.train import ClsTrainConfig, paper_config, train_classifier
+from mdsdys.compute import memory_format
+from mdsdys.ingest.importer import files_in_folder, import_cells
+from mdsdys.registry.versions import register_model
 from mdsdys.store import connect
 from mdsdys.store.cells import get_proposal, list_cells
 from mdsdys.store.patches import list_patches

@@ -36,15 +36,14 @@ from scale import _summary, time_apptest_review  # noqa: E402
 from seed import seed_paper_scale, user_id  # noqa: E402
 
 from mdsdys import promotion  # noqa: E402
-
 from mdsdys.accounts import auth
 from mdsdys.classify.train import ClsTrainConfig  # noqa: E402
 from mdsdys.config import load_settings  # noqa: E402
+from mdsdys.registry.retrain import queue_training, train_classifier_from_store  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
 from mdsdys.store.jobs import get_job  # noqa: E402
 from mdsdys.store.models import active_model  # noqa: E402
 from mdsdys.store.users import get_user  # noqa: E402
-from mdsdys.registry.retrain import queue_training, train_classifier_from_store  # noqa: E402
 
 REVIEW_CELLS = 30_000
 IDLE_ACTIONS = 60

@@ -40,17 +40,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mdsdys.demo import synth
-from mdsdys.segment.postprocess import mask_diameter
 from mdsdys.registry.versions import register_model
-from mdsdys.segment.segmenter import (
-    Segmenter,
-    evaluate_otsu,
-    evaluate_segmenter,
-    load_mask_pairs,
-    load_segmenter,
-    prob_at_scale,
-    segment_patch,
-)
+from mdsdys.segment.evaluate import evaluate_otsu, evaluate_segmenter, load_mask_pairs
+from mdsdys.segment.field import segment_patch
+from mdsdys.segment.postprocess import mask_diameter
+from mdsdys.segment.segmenter import Segmenter, load_segmenter, prob_at_scale
 from mdsdys.segment.train import MaskSample, SegTrainConfig, train_segmenter
 
 DATA = REPO.parent / "shared" / "data" / "bccd_nuclei"
@@ -158,8 +152,8 @@ def time_inference(model: Segmenter, test: list[Pair], diameter: float) -> dict:
 
 def time_end_to_end(checkpoint: dict, test: list[Pair], diameter: float) -> dict:
     """Decode + segment + PNG-encode + write cells, through segment_slide into a temporary store."""
-    from mdsdys.segment.detect import segment_slide
     from mdsdys.imaging.decode import decode_image
+    from mdsdys.segment.detect import segment_slide
     from mdsdys.store import connect
     from mdsdys.store.patches import StoredImage, add_patch
     from mdsdys.store.slides import ensure_default_scheme, ensure_slide, update_slide

@@ -16,20 +16,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdsdys.accounts import admin
-
-from mdsdys.accounts import auth
-
-from mdsdys.demo import study as demo
-
-from mdsdys.ingest import importer
-
-from mdsdys.jobs import queue
-from mdsdys.store.backup import backup_store, restore_store
+from mdsdys.accounts import admin, auth
 from mdsdys.config import REPO_ROOT, Settings, load_settings
+from mdsdys.demo import study as demo
 from mdsdys.errors import MdsdysError
+from mdsdys.ingest import importer
+from mdsdys.jobs import queue
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, load_scheme_file
 from mdsdys.store import check_integrity, connect
+from mdsdys.store.backup import backup_store, restore_store
 from mdsdys.store.models import active_model
 from mdsdys.store.slides import ensure_default_scheme, find_slide
 from mdsdys.store.stats import store_counts
@@ -142,7 +137,9 @@ def _run_streamlit(port: int, env: dict[str, str]) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run queued background jobs (the app also starts this by itself when a job is queued)."""
-    ran = queue.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
+    from mdsdys.jobs import worker  # loads the handlers, and with them torch
+
+    ran = worker.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
     print(f"Worker finished: {ran} job(s) run.")
     return 0
 
@@ -178,16 +175,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     Under torchrun (`torchrun --nproc_per_node=N -m mdsdys train ...`) every process trains its
     share with DDP and rank 0 alone reports and registers the model (mdsdys.compute).
     """
-    from mdsdys.segment import train as segtrain
-    from mdsdys.registry import retrain
     from mdsdys.classify.train import ClsTrainConfig
     from mdsdys.compute import process_group
     from mdsdys.jobs.handlers import apply_overrides
+    from mdsdys.registry import retrain
+    from mdsdys.segment import train as segtrain
     overrides = json.loads(args.settings) if args.settings else {}
     with process_group() as world:
         if args.what == "segmenter":
             config = apply_overrides(segtrain.SegTrainConfig(), overrides)
-            result, record = segtrain.train_from_store(settings, config, None,
+            result, record = retrain.train_segmenter_from_store(settings, config, None,
                                                        _epoch_bar("Training segmenter", "val_dice"))
             if world.is_main:
                 print(f"Segmenter {record.version} ({record.status}): validation Dice "
@@ -241,7 +238,8 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval_segmenter(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate the active segmenter on DIR/images + DIR/masks; write dice, iou and object_f1 as JSON."""
-    from mdsdys.segment.segmenter import evaluate_segmenter, load_mask_pairs, load_segmenter
+    from mdsdys.segment.evaluate import evaluate_segmenter, load_mask_pairs
+    from mdsdys.segment.segmenter import load_segmenter
     with connect(settings.db_path) as db:
         record = active_model(db, "segmenter")
     if record is None:

@@ -1,4 +1,7 @@
-"""Training across several processes with torch.distributed (DDP), for labs with several GPUs or nodes.
+"""Where training runs: the device, its layout and precision, processes under DDP, and epoch reports.
+
+Both trainers (`segment.train`, `classify.train`) use CUDA when present (bf16 autocast there) and
+report each epoch as an `EpochReport`. Several processes, for labs with several GPUs or nodes:
 
 The training functions (clstrain.train_classifier, segtrain.train_segmenter) are the same in one
 process and under torchrun. They ask `current_world()` which process they are; with one process
@@ -25,6 +28,41 @@ import torch.distributed as dist
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Progress after one epoch of either trainer, for on_epoch callbacks (progress bars, job state, logs)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float
+    seconds: float  # since training started
+    val_dice: float | None = None  # segmenter: mean per validation field, at the training scale
+    val_iou: float | None = None  # segmenter
+    split: str | None = None  # segmenter: "by slide" or "by patch"
+    val_macro_f1: float | None = None  # classifier
+    lr: float | None = None  # classifier: the learning rate of this epoch's last step
+    best_epoch: int | None = None  # classifier: the epoch whose weights are kept so far
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU, the default layout elsewhere."""
+    # channels_last lets oneDNN skip layout conversions around every convolution on the CPU (issue 4).
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (issue 4: AMP there); plain fp32 on the CPU, where bf16 needs AMX to pay off."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)

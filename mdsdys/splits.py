@@ -126,3 +126,27 @@ def _score(parts: list[set[str]], classes: dict[str, set[str]], spread: Counter,
     missing_held = sum(1 for c, k in spread.items() if k >= 2 for held in covered[1:] if c not in held)
     size_error = sum(abs(sum(sizes[g] for g in part) / total - f) for part, f in zip(parts[1:], fractions))
     return lost_from_train, missing_held, size_error
+
+
+def split_by_group(groups: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
+    """A two-way hold-out for samples without classes (nucleus masks): (train, validation, "by slide" | "by patch").
+
+    Whole slides go to validation, in a seeded random order, until it holds val_fraction of the
+    samples, never more than half. With one slide, or slides too large to hold out, split by patch.
+    """
+    rng = np.random.default_rng(seed)
+    distinct = sorted(set(groups))
+    target, n = max(1, round(val_fraction * len(groups))), len(groups)
+    if len(distinct) >= 2:
+        val_groups: list[str] = []
+        count = 0
+        for group in rng.permutation(distinct):
+            size = sum(g == group for g in groups)
+            if count < target and count + size <= n // 2:
+                val_groups.append(str(group))
+                count += size
+        if val_groups:
+            val = [k for k, g in enumerate(groups) if g in val_groups]
+            return [k for k in range(n) if k not in set(val)], val, "by slide"
+    order = rng.permutation(n)
+    return sorted(int(k) for k in order[target:]), sorted(int(k) for k in order[:target]), "by patch"

@@ -3,11 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys.ingest import importer
-
-from mdsdys.app import ui
+from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
-from mdsdys.store.slides import list_scheme_names, list_slides
+from mdsdys.ingest import importer
 
 ui.page_setup("Import")
 st.title("Import")
@@ -19,8 +17,8 @@ KINDS = {
     "Fields with nucleus masks (a zip with images/ and masks/)": "masks",
 }
 with ui.store() as db:
-    slide_names = [s.case_id for s in list_slides(db)]
-    scheme_names = list_scheme_names(db)
+    slide_names = [s.case_id for s in views.slides(db)]
+    scheme_names = views.scheme_names(db)
 
 with st.form("import_form"):
     kind = KINDS[st.radio("What are you importing?", list(KINDS), key="import_kind")]

@@ -4,38 +4,36 @@ import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from mdsdys.annotate import canvas as annotate
-
+from mdsdys.annotate import canvas, masks, scale
 from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
-from mdsdys.store.patches import annotation_queue, patch_slide
 
 ui.page_setup("Annotate")
 st.title("Annotate nucleus masks")
 user = ui.require_login()
 
 with ui.store() as db:
-    queue = annotation_queue(db)
+    queue = masks.fields_to_annotate(db)
 if not queue:
     st.info("No smear fields to annotate yet. Import fields on the Import page (or run `mdsdys demo`).")
     st.stop()
 
 masked = sum(1 for field in queue if field["masks"])
 st.caption(f"{masked} of {len(queue)} fields have a mask. A first segmenter needs at least "
-           f"{annotate.MIN_MASKS_FIRST_MODEL} masked fields; more, from several slides, make it better. "
+           f"{masks.MIN_MASKS} masked fields; more, from several slides, make it better. "
            "Fields without a mask come first; once a segmenter exists, those it is least sure about lead.")
 
 position = st.session_state.setdefault("annotate_position", 0) % len(queue)
 field = queue[position]
 with ui.store() as db:
-    image = annotate.field_image(db, field["id"])
-    saved_mask, saved_source = annotate.current_mask(db, user, field["id"])
-    slide_id = patch_slide(db, field["id"])
-    scale = annotate.slide_scale_of(db, slide_id)
+    image = masks.field_image(db, field["id"])
+    saved_mask, saved_source = masks.current_mask(db, user, field["id"])
+    slide_id = masks.field_slide(db, field["id"])
+    slide_scale = scale.slide_scale_of(db, slide_id)
 base = st.session_state.get(f"annotate_base_{field['id']}", saved_mask)
 source = st.session_state.get(f"annotate_source_{field['id']}", saved_source or "drawn")
 
-views = annotate.plan_views(field["width"], field["height"])
+views = canvas.plan_views(field["width"], field["height"])
 with st.sidebar:
     st.write(f"**{field['name']}** · slide {field['slide']} · {field['width']}x{field['height']} px")
     view_index = st.selectbox("View", range(len(views)), key="annotate_view",
@@ -44,30 +42,30 @@ with st.sidebar:
     width = st.slider("Brush width (canvas pixels)", 2, 60, 14, key="annotate_brush")
     if field["uncertainty"] is not None:
         st.caption(f"Segmenter uncertainty on this field: {field['uncertainty']:.2f} (0 sure, 1 unsure).")
-    with st.expander("Slide scale", expanded=scale.estimated):
-        st.write(f"Nucleus diameter on slide {field['slide']}: {scale.describe()}")
+    with st.expander("Slide scale", expanded=slide_scale.estimated):
+        st.write(f"Nucleus diameter on slide {field['slide']}: {slide_scale.describe()}")
         if saved := st.session_state.pop("annotate_scale_saved", None):
             st.success(saved)
         with st.form("annotate_scale"):
-            diameter = st.number_input("Nucleus diameter (px)", *annotate.DIAMETER_RANGE,
-                                       value=float(scale.diameter_px or 24.0), step=0.5, key="annotate_diameter")
+            diameter = st.number_input("Nucleus diameter (px)", *scale.DIAMETER_RANGE,
+                                       value=float(slide_scale.diameter_px or 24.0), step=0.5, key="annotate_diameter")
             if st.form_submit_button("Set the slide's scale"):
                 try:
-                    job = annotate.set_slide_diameter(ui.settings(), user, slide_id, diameter)
+                    job = scale.set_slide_diameter(ui.settings(), user, slide_id, diameter)
                     st.session_state["annotate_scale_saved"] = f"Saved {diameter:g} px." + (
                         " Unread cells on this slide are being re-detected." if job else "")
                     st.rerun()
                 except MdsdysError as exc:
                     ui.show_error(exc)
 view = views[view_index]
-canvas_w, canvas_h = annotate.canvas_size(view)
-stroke = annotate.ERASE_RGB if tool == "Eraser" else annotate.NUCLEUS_RGBA[:3]
+canvas_w, canvas_h = canvas.canvas_size(view)
+stroke = canvas.ERASE_RGB if tool == "Eraser" else canvas.NUCLEUS_RGBA[:3]
 color = "rgb({},{},{})".format(*stroke) if tool == "Eraser" else "rgba({},{},{},{:.2f})".format(
-    *annotate.NUCLEUS_RGBA[:3], annotate.NUCLEUS_RGBA[3] / 255)
+    *canvas.NUCLEUS_RGBA[:3], canvas.NUCLEUS_RGBA[3] / 255)
 canvas_key = f"annotate_canvas_{field['id']}_{view_index}_{st.session_state.get('annotate_generation', 0)}"
 result = st_canvas(
     fill_color=color, stroke_width=width, stroke_color=color,
-    background_image=annotate.view_background(image, base, view, (canvas_w, canvas_h)),
+    background_image=canvas.view_background(image, base, view, (canvas_w, canvas_h)),
     height=canvas_h, width=canvas_w, drawing_mode="polygon" if tool == "Polygon" else "freedraw",
     return_image_data=True, key=canvas_key,
 )
@@ -84,15 +82,15 @@ def _merged() -> np.ndarray:
     strokes = result.image_data
     if strokes is None:
         return base
-    add, erase = annotate.strokes_to_masks(np.asarray(strokes), view)
-    return annotate.merge_view(base, view, add, erase)
+    add, erase = canvas.strokes_to_masks(np.asarray(strokes), view)
+    return canvas.merge_view(base, view, add, erase)
 
 
 buttons = st.columns(5)
 if buttons[0].button("Save", type="primary", key="annotate_save", shortcut="Ctrl+S"):
     try:
         with ui.store() as db:
-            nuclei = annotate.save_annotation(db, user, field["id"], _merged(), source)
+            nuclei = masks.save_annotation(db, user, field["id"], _merged(), source)
         st.session_state[f"annotate_base_{field['id']}"] = _merged()
         st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
         st.success(f"Saved: {nuclei} nuclei ({source.replace('_', '-')}).")
@@ -105,9 +103,13 @@ if buttons[3].button("Clear the whole mask", key="annotate_clear"):
     st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
     st.rerun()
 if buttons[4].button("Start from the model's mask", key="annotate_seed"):
+    from mdsdys.segment import (
+        detect,  # the segmenter (and torch) load only when asked for
+    )
+
     try:
         with ui.store() as db:
-            seeded = annotate.model_mask(db, field["id"])
+            seeded = detect.model_mask(db, field["id"])
         st.session_state[f"annotate_base_{field['id']}"] = seeded
         st.session_state[f"annotate_source_{field['id']}"] = "model_seeded"
         st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1

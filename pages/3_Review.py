@@ -5,23 +5,16 @@ import time
 import pandas as pd
 import streamlit as st
 
-from mdsdys.review import explain
-
-from mdsdys.review import reads
-
-from mdsdys.app import ui
+from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
-from mdsdys.store.reads import reader_progress, slides_with_cells
-from mdsdys.store.review import gallery_rows
-from mdsdys.store.slides import list_slides
+from mdsdys.review import explain, reads
 
 ui.page_setup("Review")
 st.title("Review cells")
 user = ui.require_login(*reads.REVIEW_ROLES)
 
 with ui.store() as db:
-    with_cells = set(slides_with_cells(db))
-    slides = [s for s in list_slides(db) if s.id in with_cells]
+    slides = views.review_slides(db)
 if not slides:
     st.info("No cells to review yet. Import labelled cells or fields on the Import page; "
             "cells found by the segmenter appear here once it has run.")
@@ -42,7 +35,7 @@ with st.sidebar:
     hide_model = st.toggle("Hide the model's proposal (avoids automation bias)", key="review_hide_model")
     show_cam = st.toggle("Show Grad-CAM (where the model looks)", key="review_cam", disabled=hide_model)
     with ui.store() as db:
-        row = reader_progress(db, user.id, slide.id)
+        row = views.my_progress(db, user, slide.id)
     st.progress(row["reviewed"] / max(row["cells"], 1), text=f"{row['reviewed']} reviewed, {row['remaining']} left")
 
 cursor_key = f"review_cursor_{slide.id}_{mode}"
@@ -91,7 +84,7 @@ def _undo() -> None:
 
 if mode == "Gallery":
     with ui.store() as db:
-        rows = gallery_rows(db, user.id, slide.id)
+        rows = views.my_gallery(db, user, slide.id)
     focus = st.session_state.get("review_gallery_focus", rows[0]["cell_id"] if rows else None)
 else:
     if cursor.current is None and cursor.position < len(cursor.history):

@@ -3,20 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys.review import agreement
-
-from mdsdys.report import charts
-
-from mdsdys.review import consensus
-
-from mdsdys.review import explain
-
-from mdsdys.review import reads as review
-
-from mdsdys.app import ui
+from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
-from mdsdys.store.consensus import active_readers
-from mdsdys.store.slides import list_slides
+from mdsdys.report import charts
+from mdsdys.review import agreement, consensus, explain
+from mdsdys.review import reads as review
 
 ui.page_setup("Consensus")
 st.title("Consensus")
@@ -25,7 +16,7 @@ user = ui.require_login()
 def agreement_view(user, slide) -> None:
     """Kappa with raw agreement, the reader x reader confusion, readers vs consensus, model vs final labels."""
     with ui.store() as db:
-        readers = active_readers(db)
+        readers = views.readers(db, user)
     if len(readers) < 2:
         st.info("Agreement needs two readers who have both read cells.")
         return
@@ -70,7 +61,7 @@ with ui.store() as db:
     if not consensus.may_settle(db, user):
         st.error(f"{user.username} is a reader; consensus is for adjudicators (an admin can open it to readers).")
         st.stop()
-    slides = list_slides(db)
+    slides = views.slides(db)
 
 with st.sidebar:
     view_mode = st.radio("View", ["Settle disagreements", "Agreement statistics"], key="consensus_view")

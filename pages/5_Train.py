@@ -3,19 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys.report import charts
-
-from mdsdys.registry import view
-
-from mdsdys.registry import promotion
-
-from mdsdys.registry import retrain
-
-from mdsdys.app import ui
+from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
-from mdsdys.store.jobs import list_jobs, request_cancel
-from mdsdys.store.models import list_models
-from mdsdys.store.slides import list_scheme_names
+from mdsdys.jobs import queue
+from mdsdys.registry import promotion, retrain, view
+from mdsdys.report import charts
 
 ui.page_setup("Train")
 st.title("Train models")
@@ -26,7 +18,7 @@ user = ui.require_login(*retrain.TRAIN_ROLES)
 def live_progress() -> None:
     """The newest training job's state, curves and ETA, refreshed every 2 s from the store."""
     with ui.store() as db:
-        recent = [j for j in list_jobs(db, limit=20) if j.kind.startswith("train_")]
+        recent = [j for j in views.jobs(db, user, limit=20) if j.kind.startswith("train_")]
     if not recent:
         st.caption("No training run yet.")
         return
@@ -41,7 +33,7 @@ def live_progress() -> None:
                     + (f" · about {eta / 60:.1f} min left" if eta else "") + f" · {progress.get('stage', '')}")
         if st.button("Cancel this run", key=f"train_cancel_{job.id}"):
             with ui.store() as db:
-                request_cancel(db, job.id)
+                queue.cancel(db, user, job.id)
     elif job.state == "failed":
         st.error(job.error)
     elif job.state == "done":
@@ -81,7 +73,7 @@ with segmenter_tab:
 
 with classifier_tab:
     with ui.store() as db:
-        schemes = list_scheme_names(db)
+        schemes = views.scheme_names(db)
     scheme = st.selectbox("Label scheme", schemes, key="train_cls_scheme")
     with ui.store() as db:
         preview = retrain.classifier_preview(db, scheme)
@@ -106,7 +98,7 @@ with classifier_tab:
 with models_tab:
     kind = st.radio("Kind", ["classifier", "segmenter"], horizontal=True, key="models_kind")
     with ui.store() as db:
-        versions = list_models(db, kind)
+        versions = views.model_versions(db, user, kind)
     if not versions:
         st.info(f"No {kind} has been trained yet.")
     else:
@@ -146,5 +138,5 @@ with models_tab:
 with jobs_tab:
     with ui.store() as db:
         rows = [{"job": j.id, "kind": j.kind, "state": j.state, "queued": j.created_at, "finished": j.finished_at,
-                 "error": j.error or ""} for j in list_jobs(db, limit=100)]
+                 "error": j.error or ""} for j in views.jobs(db, user, limit=100)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_jobs")

@@ -5,20 +5,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from mdsdys.report import charts
-
-from mdsdys.report import summary as dashboard
-
-from mdsdys.report import export
-
+from mdsdys.app import ui, views
 from mdsdys.classify import performance
-
-from mdsdys.review import reads as review
-
-from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
-from mdsdys.store.patches import list_patches
-from mdsdys.store.slides import load_scheme
+from mdsdys.report import charts, export
+from mdsdys.report import numbers as dashboard
+from mdsdys.review import reads as review
 
 ui.page_setup("Dashboard")
 st.title("Slide dashboard")
@@ -60,7 +52,7 @@ if not shown:
 st.subheader("Slide detail")
 summary = st.selectbox("Slide", shown, format_func=lambda s: s.case_id, key="dash_slide")
 with ui.store() as db:
-    scheme = load_scheme(db, summary.scheme)
+    scheme = views.scheme(db, summary.scheme)
 left, right = st.columns(2)
 left.plotly_chart(charts.differential_bar([summary], scheme), key="dash_differential")
 if summary.dysplasia:
@@ -74,7 +66,7 @@ st.write(facts)
 
 with ui.store() as db:
     labels = dashboard.cell_labels(db, user, summary.slide_id, source)
-    fields = list_patches(db, summary.slide_id)
+    fields = views.slide_fields(db, summary.slide_id)
 gallery_tab, fields_tab = st.tabs(["Cells by class", "Fields"])
 with gallery_tab:
     by_class = dashboard.group_by_class(labels, scheme)
@@ -140,7 +132,7 @@ if user.role in ("adjudicator", "admin"):
                  f"accuracy {report['accuracy']:.3f}, calibration error (ECE) {report['ece']:.3f}.")
         st.dataframe(pd.DataFrame(performance.table3_rows(report)), hide_index=True, key="perf_table3")
         with ui.store() as db:
-            colors = {c.code: c.color for c in load_scheme(db, perf_scheme).classes}
+            colors = {c.code: c.color for c in views.scheme(db, perf_scheme).classes}
         aucs = {code: m.get("auc") for code, m in report["per_class"].items()}
         left, right = st.columns(2)
         left.plotly_chart(charts.roc_figure(perf["roc"], aucs, colors), key="perf_roc")

@@ -3,26 +3,19 @@
 import pandas as pd
 import streamlit as st
 
-from mdsdys.accounts import admin
-
-from mdsdys.accounts import auth
-
-from mdsdys.review import consensus
-
-from mdsdys.app import ui
+from mdsdys.accounts import admin, auth
+from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
+from mdsdys.review import consensus
 from mdsdys.schemes import parse_scheme_bytes
-from mdsdys.store.slides import list_scheme_names
-from mdsdys.store.audit import audit_actions
-from mdsdys.store.users import ROLES, list_users
 
 ui.page_setup("Admin")
 st.title("Administration")
 user = ui.require_login("admin")
 
 with ui.store() as db:
-    users = list_users(db)
-    schemes = list_scheme_names(db)
+    users = views.accounts(db, user)
+    schemes = views.scheme_names(db)
 
 st.subheader("Accounts")
 st.dataframe(pd.DataFrame(users), hide_index=True, key="admin_users")
@@ -31,7 +24,7 @@ with st.form("create_user", clear_on_submit=True):
     st.write("**Add an account**")
     name = st.text_input("User name", key="new_username")
     password = st.text_input("Initial password", type="password", key="new_password")
-    role = st.selectbox("Role", ROLES, key="new_role")
+    role = st.selectbox("Role", views.ROLES, key="new_role")
     if st.form_submit_button("Add account"):
         try:
             with ui.store() as db:
@@ -44,7 +37,7 @@ with st.form("change_user"):
     st.write("**Change an account**")
     names = {u["username"]: u["id"] for u in users}
     target = st.selectbox("Account", list(names), key="change_target")
-    new_role = st.selectbox("New role (leave as is to keep)", ["(keep)", *ROLES], key="change_role")
+    new_role = st.selectbox("New role (leave as is to keep)", ["(keep)", *views.ROLES], key="change_role")
     new_password = st.text_input("New password (blank to keep)", type="password", key="change_password")
     active = st.checkbox("Account active", value=True, key="change_active")
     if st.form_submit_button("Apply") and target:
@@ -80,7 +73,7 @@ if allow != readers_may:
 
 st.subheader("Audit log")
 with ui.store() as db:
-    actions = audit_actions(db)
+    actions = views.audit_action_names(db, user)
 filters = st.columns(3)
 action = filters[0].selectbox("Action", ["(all)", *actions], key="audit_action")
 who = filters[1].text_input("User name", key="audit_user")

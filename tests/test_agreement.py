@@ -3,15 +3,10 @@
 import numpy as np
 import pytest
 
-from mdsdys.review import agreement
-
 from mdsdys.accounts import auth
-
-from mdsdys.review import consensus
-
-from mdsdys.review import reads
 from mdsdys.errors import PermissionDeniedError
 from mdsdys.imaging.decode import encode_png, sha256_hex
+from mdsdys.review import agreement, consensus, reads
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.models import insert_model
 from mdsdys.store.patches import StoredImage, add_cell, add_patch

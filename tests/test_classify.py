@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mdsdys.registry import versions
+from mdsdys.augment import CLASSIFIER_AUGMENT, AugmentConfig
+from mdsdys.checkpoints import save_checkpoint
 from mdsdys.classify.archs import ARCHITECTURES, create_model, get_arch
 from mdsdys.classify.classifier import (
     CellSample,
@@ -20,7 +21,21 @@ from mdsdys.classify.classifier import (
     load_classifier,
     predict_proba,
 )
-from mdsdys.classify.train import ClsTrainConfig, fit_temperature, paper_config, train_classifier
+from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
+from mdsdys.classify.proposals import (
+    CellRef,
+    cell_sources,
+    decode_sources,
+    propose_labels,
+    training_samples,
+)
+from mdsdys.classify.train import (
+    ClsTrainConfig,
+    fit_temperature,
+    paper_config,
+    train_classifier,
+)
+from mdsdys.demo.synth import generate_cell
 from mdsdys.errors import (
     NoCellsError,
     NotFoundError,
@@ -29,8 +44,6 @@ from mdsdys.errors import (
     TrainingDataError,
     UnknownArchitectureError,
 )
-from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
-from mdsdys.ingest.importer import SourceFile, files_in_folder, import_cells
 from mdsdys.imaging.thumbnails import (
     THUMBNAIL_SIDE,
     decode_crops,
@@ -39,14 +52,8 @@ from mdsdys.imaging.thumbnails import (
     square_resize,
     thumbnails_from_image,
 )
-from mdsdys.augment import CLASSIFIER_AUGMENT, AugmentConfig
-from mdsdys.classify.proposals import (
-    CellRef,
-    cell_sources,
-    decode_sources,
-    propose_labels,
-    training_samples,
-)
+from mdsdys.ingest.importer import SourceFile, files_in_folder, import_cells
+from mdsdys.registry import versions
 from mdsdys.schemes import scheme_from_folders
 from mdsdys.splits import split_samples
 from mdsdys.store.cells import (
@@ -60,7 +67,6 @@ from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import put_read
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide
 from mdsdys.store.users import insert_user
-from mdsdys.demo.synth import generate_cell
 
 SCHEME = scheme_from_folders("syn2", ["EN", "GN"])  # what import-cells --scheme syn2 makes of EN/ and GN/
 TINY = ClsTrainConfig(arch="cellnet", input_size=32, epochs=6, batch_size=16, lr=3e-3, patience=6)
@@ -142,7 +148,7 @@ def test_checkpoint_holds_what_the_registry_and_issue_6_need(tiny):
 
 
 def test_checkpoint_round_trip_gives_the_same_probabilities(tiny, tmp_path):
-    versions.save_checkpoint(tiny.checkpoint, tmp_path / "m.pt")
+    save_checkpoint(tiny.checkpoint, tmp_path / "m.pt")
     loaded = load_classifier(tmp_path / "m.pt")
     crops = [crop for crop, _ in synthetic_cells(["EN", "GN"], 2, seed=5)]
     assert np.allclose(predict_proba(loaded, crops), predict_proba(tiny.classifier, crops), atol=1e-5)
@@ -418,7 +424,12 @@ def test_evaluate_classifier_refuses_folders_outside_the_scheme(tiny, tmp_path):
 
 
 def test_augmentation_keeps_shape_and_range():
-    from mdsdys.augment import CLASSIFIER_AUGMENT, NO_AUGMENT, SEGMENTER_AUGMENT, augment
+    from mdsdys.augment import (
+        CLASSIFIER_AUGMENT,
+        NO_AUGMENT,
+        SEGMENTER_AUGMENT,
+        augment,
+    )
 
     batch = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
     for config in (CLASSIFIER_AUGMENT, SEGMENTER_AUGMENT):

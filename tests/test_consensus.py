@@ -5,12 +5,11 @@ import pytest
 from conftest import open_page
 
 from mdsdys.accounts import auth
-
-from mdsdys.review import consensus
-
-from mdsdys.review import reads as review
 from mdsdys.errors import MdsdysError, PermissionDeniedError
 from mdsdys.imaging.decode import encode_png, sha256_hex
+from mdsdys.registry import retrain
+from mdsdys.review import consensus
+from mdsdys.review import reads as review
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.labels import final_labels
@@ -142,16 +141,12 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     from conftest import image_bytes
 
     from mdsdys.annotate import canvas
-
-    from mdsdys.report import export
-
-    from mdsdys.ingest import importer
-
-    from mdsdys.registry import promotion
-
-    from mdsdys.segment import train
     from mdsdys.config import load_settings
     from mdsdys.demo.study import build_demo
+    from mdsdys.ingest import importer
+    from mdsdys.registry import promotion
+    from mdsdys.report import export
+    from mdsdys.segment import train
     from mdsdys.store.models import list_models
     from mdsdys.store.patches import annotation_queue
     from mdsdys.store.slides import list_slides
@@ -175,8 +170,8 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     consensus.decide(db, judge, cell, "ED", [], "reader_error")
     export.cells_csv(db, judge, slide.id)
     config = train.SegTrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, crop=64, max_seconds=None)
-    train.train_from_store(load_settings(), config, boss)
-    train.train_from_store(load_settings(), config, boss)
+    retrain.train_segmenter_from_store(load_settings(), config, boss)
+    retrain.train_segmenter_from_store(load_settings(), config, boss)
     first_model, second_model = sorted(m.id for m in list_models(db, "segmenter"))
     promotion.promote(db, load_settings(), boss, second_model, force=True, start_worker=False)
     promotion.rollback(db, load_settings(), boss, first_model, start_worker=False)

@@ -5,9 +5,7 @@ import math
 import pytest
 
 from mdsdys.accounts import auth
-
-from mdsdys.report import summary as dashboard
-
+from mdsdys.report import numbers as dashboard
 from mdsdys.review import reads
 from mdsdys.schemes import default_scheme
 from mdsdys.store.cells import save_proposals

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdsdys.demo.study import build_demo
 from mdsdys.compute import SINGLE, agree, current_world, mean, shard
+from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 from mdsdys.store.models import list_models
 

@@ -4,16 +4,15 @@ import pytest
 from conftest import open_page
 
 from mdsdys.accounts import auth
-
-from mdsdys.review import explain
+from mdsdys.classify.proposals import propose_labels
 from mdsdys.classify.train import ClsTrainConfig
 from mdsdys.config import load_settings
 from mdsdys.demo.study import build_demo
 from mdsdys.errors import MdsdysError
-from mdsdys.classify.proposals import propose_labels
+from mdsdys.registry.retrain import train_classifier_from_store
+from mdsdys.review import explain
 from mdsdys.store.cells import list_cells
 from mdsdys.store.slides import list_slides
-from mdsdys.registry.retrain import train_classifier_from_store
 
 
 @pytest.fixture

@@ -10,14 +10,11 @@ import pytest
 from conftest import open_page
 
 from mdsdys.accounts import auth
-
-from mdsdys.review import consensus
-
-from mdsdys.report import export
-
-from mdsdys.review import reads as review
 from mdsdys.demo.study import build_demo
 from mdsdys.errors import PermissionDeniedError
+from mdsdys.report import export
+from mdsdys.review import consensus
+from mdsdys.review import reads as review
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import list_cells
 from mdsdys.store.slides import list_slides

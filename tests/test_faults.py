@@ -14,11 +14,10 @@ from conftest import REPO_ROOT, image_bytes
 from streamlit.testing.v1 import AppTest
 
 from mdsdys.accounts import auth
-
-from mdsdys.ingest import importer
-from mdsdys.store.backup import backup_store, restore_store
 from mdsdys.errors import MdsdysError, StoreCorruptError
+from mdsdys.ingest import importer
 from mdsdys.store import check_integrity, connect
+from mdsdys.store.backup import backup_store, restore_store
 from mdsdys.store.stats import store_counts
 
 
@@ -134,17 +133,17 @@ def _proposals(db) -> dict[int, tuple[int, str]]:
 @pytest.mark.slow
 def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home):
     """Issue 8: a worker killed while re-proposing after a promotion loses nothing and half-writes nothing."""
-    from mdsdys.jobs import queue
-    from mdsdys.registry import promotion
+    from mdsdys.classify.proposals import propose_labels
     from mdsdys.classify.train import ClsTrainConfig
     from mdsdys.config import load_settings
     from mdsdys.demo.study import build_demo
-    from mdsdys.classify.proposals import propose_labels
+    from mdsdys.jobs import worker
+    from mdsdys.registry import promotion
+    from mdsdys.registry.retrain import train_classifier_from_store
     from mdsdys.schemes import DEFAULT_SCHEME_NAME
     from mdsdys.store.jobs import get_job
     from mdsdys.store.reads import put_read
     from mdsdys.store.slides import list_slides
-    from mdsdys.registry.retrain import train_classifier_from_store
 
     settings = load_settings()
     with connect(settings.db_path) as db:
@@ -171,15 +170,15 @@ def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home
         with connect(settings.db_path) as db:
             return get_job(db, job_id)
 
-    worker = subprocess.Popen([sys.executable, "-m", "mdsdys.cli", "worker", "--idle-exit", "2"], env=_env(home),
+    process = subprocess.Popen([sys.executable, "-m", "mdsdys.cli", "worker", "--idle-exit", "2"], env=_env(home),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while job().progress.get("done", 0) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
     assert job().state == "running"
-    queue.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker marks the dead job failed
+    worker.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker marks the dead job failed
     assert job().state == "failed"
     check_integrity(settings.db_path)
     with connect(settings.db_path) as db:
@@ -191,7 +190,7 @@ def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home
         assert all(len(json.loads(probs)) == 8 for _, probs in after.values())  # no half-written row
         promotion.rollback(db, settings, admin, first.id, start_worker=False)
         promotion.promote(db, settings, admin, second.id, force=True, start_worker=False)
-    queue.run_worker(settings, idle_exit_s=0)  # the re-queued re-proposal finishes the work
+    worker.run_worker(settings, idle_exit_s=0)  # the re-queued re-proposal finishes the work
     with connect(settings.db_path) as db:
         final = _proposals(db)
         assert all(final[cell] == before[cell] for cell in read_cells)

@@ -8,8 +8,8 @@ import pytest
 from conftest import image_bytes, requires_shared
 from PIL import Image
 
-from mdsdys.ingest import importer
 from mdsdys.errors import ImportProblemError, UnsafeArchiveError, UploadTooLargeError
+from mdsdys.ingest import importer
 from mdsdys.store.reads import imported_read
 from mdsdys.store.slides import find_slide, load_scheme
 from mdsdys.store.stats import store_counts

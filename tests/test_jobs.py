@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from mdsdys.jobs import queue
 from mdsdys.config import load_settings
 from mdsdys.demo.study import build_demo
 from mdsdys.errors import MdsdysError
+from mdsdys.jobs import queue, worker
 from mdsdys.store import connect
 from mdsdys.store.audit import list_audit
 from mdsdys.store.jobs import get_job, request_cancel
@@ -51,7 +51,7 @@ def _start_worker(settings) -> subprocess.Popen:
 
 def test_a_training_job_runs_in_process_and_reports_epochs(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
-    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    assert worker.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
     job = _job(settings, job_id)
     assert job.state == "done", job.error
     assert [h["epoch"] for h in job.progress["history"]] == [1, 2]
@@ -61,7 +61,7 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
         queued = db.execute("SELECT kind, params FROM jobs WHERE id > ?", [job_id]).fetchall()
     # The first segmenter is active at once, so detection on every slide follows it.
     assert [kind for kind, _ in queued] == ["segment_slides"]
-    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    assert worker.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
     with connect(settings.db_path) as db:
         fields = db.execute("SELECT COUNT(*) FROM patches WHERE kind = 'field'").fetchone()[0]
         scored = db.execute("SELECT COUNT(*) FROM field_uncertainty").fetchone()[0]
@@ -82,7 +82,7 @@ def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(set
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     assert _job(settings, job_id).state == "running"  # nobody knows yet
-    queue.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
+    worker.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
     job = _job(settings, job_id)
     assert job.state == "failed" and "worker running this job stopped" in job.error
     with connect(settings.db_path) as db:
@@ -109,7 +109,7 @@ def test_a_queued_job_is_cancelled_at_once(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
     with connect(settings.db_path) as db:
         assert request_cancel(db, job_id) == "cancelled"
-    assert queue.run_worker(settings, idle_exit_s=0, max_jobs=1) == 0
+    assert worker.run_worker(settings, idle_exit_s=0, max_jobs=1) == 0
 
 
 def test_only_one_worker_runs_at_a_time(settings):
@@ -117,7 +117,7 @@ def test_only_one_worker_runs_at_a_time(settings):
     worker = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
     assert queue.worker_alive(settings)
-    assert queue.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
+    assert worker.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
     worker.wait(timeout=60)
@@ -128,7 +128,7 @@ def test_bad_settings_and_unknown_jobs_are_refused(settings):
     with pytest.raises(MdsdysError, match="Unknown job kind"):
         queue.enqueue(settings, "mine_bitcoin", {}, None, start_worker=False)
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": {"epochz": 3}}, None, start_worker=False)
-    queue.run_worker(settings, idle_exit_s=0, max_jobs=1)
+    worker.run_worker(settings, idle_exit_s=0, max_jobs=1)
     assert "Unknown setting 'epochz'" in _job(settings, job_id).error
 
 
@@ -139,7 +139,7 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
     settings = load_settings()
     params = {"segmenter": TINY, "classifier": {"epochs": 4, "batch_size": 8, "input_size": 32}}
     job_id = queue.enqueue(settings, "demo_bootstrap", params, None, start_worker=False)
-    queue.run_worker(settings, idle_exit_s=0, max_jobs=1)
+    worker.run_worker(settings, idle_exit_s=0, max_jobs=1)
     job = _job(settings, job_id)
     assert job.state == "done", job.error
     with connect(settings.db_path) as db:

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from mdsdys import stats
+
+
 def test_table3_counts_for_one_class_against_the_rest():
     positive = np.array([1, 1, 0, 0, 0], bool)
     predicted = np.array([1, 0, 1, 0, 0], bool)  # tp 1, fn 1, fp 1, tn 2

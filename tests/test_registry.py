@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from mdsdys.errors import CheckpointError
 from mdsdys.registry import versions as registry
 from mdsdys.store.models import active_model, list_models
 

@@ -7,10 +7,9 @@ import pytest
 from conftest import open_page
 
 from mdsdys.accounts import auth
-
-from mdsdys.review import reads as review
 from mdsdys.errors import MdsdysError, PermissionDeniedError, SchemeError
 from mdsdys.imaging.decode import encode_png, sha256_hex
+from mdsdys.review import reads as review
 from mdsdys.store import review as review_queries
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.models import insert_model

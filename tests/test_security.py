@@ -7,20 +7,13 @@ import subprocess
 import pytest
 from conftest import REPO_ROOT, open_page
 
-from mdsdys.accounts import admin
-
-from mdsdys.accounts import auth
-
-from mdsdys.review import consensus
-
-from mdsdys.report import export
-
-from mdsdys.review import reads
-
-from mdsdys.registry import retrain
+from mdsdys.accounts import admin, auth
 from mdsdys.config import load_settings
 from mdsdys.demo.study import build_demo
 from mdsdys.errors import PermissionDeniedError
+from mdsdys.registry import retrain
+from mdsdys.report import export
+from mdsdys.review import consensus, reads
 from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import list_cells
 from mdsdys.store.slides import list_slides

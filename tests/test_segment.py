@@ -7,11 +7,16 @@ import pytest
 import torch
 from conftest import requires_shared
 
-from mdsdys.errors import MaskError, TooFewMasksError, WrongModelError
-from mdsdys.segment import detect
-
+from mdsdys.annotate.masks import MIN_MASKS
+from mdsdys.annotate.scale import slide_diameter
+from mdsdys.checkpoints import save_checkpoint
 from mdsdys.demo import synth
+from mdsdys.errors import TooFewMasksError, WrongModelError
 from mdsdys.imaging.decode import encode_png
+from mdsdys.imaging.thumbnails import thumbnails_from_image
+from mdsdys.registry.versions import register_model
+from mdsdys.segment import detect
+from mdsdys.segment.field import Segmentation, segment_patch
 from mdsdys.segment.metrics import ObjectCounts, dice, iou, label_mask, match_objects
 from mdsdys.segment.postprocess import (
     cell_box,
@@ -19,32 +24,22 @@ from mdsdys.segment.postprocess import (
     mask_diameter,
     otsu_mask,
 )
-from mdsdys.imaging.thumbnails import thumbnails_from_image
-from mdsdys.registry.versions import register_model, save_checkpoint
 from mdsdys.segment.scale import estimate_diameter
-from mdsdys.segment.segmenter import (
-    Segmentation,
-    load_segmenter,
-    mask_to_png,
-    patch_uncertainty,
-    segment_patch,
-    validate_mask,
-)
+from mdsdys.segment.segmenter import load_segmenter, patch_uncertainty
 from mdsdys.segment.train import (
-    MIN_MASKS,
     MaskSample,
     SegTrainConfig,
-    split_samples,
+    mask_samples,
     train_segmenter,
-    training_samples,
 )
+from mdsdys.segment.unet import UNet, UNetConfig, predict
+from mdsdys.splits import split_by_group
 from mdsdys.store.cells import cell_thumbnails, list_cells, patch_image_data
 from mdsdys.store.patches import StoredImage, add_patch, save_mask
 from mdsdys.store.reads import put_read
 from mdsdys.store.scales import slide_scale, store_estimated_diameter
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, update_slide
 from mdsdys.store.users import insert_user
-from mdsdys.segment.unet import UNet, UNetConfig, predict
 
 TINY = UNetConfig(depth=3, width=8)
 
@@ -70,7 +65,7 @@ def test_tiny_unet_learns_synthetic_masks_within_a_few_steps(trained):
 
 
 def test_on_epoch_reports_every_epoch_and_should_stop_cancels():
-    from mdsdys.jobs.queue import JobCancelled
+    from mdsdys.errors import JobCancelled
 
     config = SegTrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop=32, unet=TINY, max_seconds=None)
     seen = []
@@ -86,10 +81,10 @@ def test_too_few_masks_raises_with_the_minimum_in_the_message():
 
 
 def test_validation_is_split_by_slide_when_there_are_several_and_by_patch_otherwise():
-    train, val, how = split_samples(_synthetic_samples(10, groups=3), 0.2, seed=0)
+    train, val, how = split_by_group([s.group for s in _synthetic_samples(10, groups=3)], 0.2, seed=0)
     samples = _synthetic_samples(10, groups=3)
     assert how == "by slide" and not {samples[k].group for k in train} & {samples[k].group for k in val}
-    train, val, how = split_samples(_synthetic_samples(10, groups=1), 0.2, seed=0)
+    train, val, how = split_by_group([s.group for s in _synthetic_samples(10, groups=1)], 0.2, seed=0)
     assert how == "by patch" and len(val) == 2 and sorted(train + val) == list(range(10))
 
 
@@ -215,19 +210,6 @@ def test_otsu_baseline_finds_the_darkest_class_only():
     assert mask[5:25, 5:25].all() and mask.sum() == 400
 
 
-def test_validate_mask_refuses_an_empty_mask_and_a_size_mismatch():
-    mask = np.zeros((40, 60), np.uint8)
-    with pytest.raises(MaskError, match="empty"):
-        validate_mask(mask, (60, 40))
-    with pytest.raises(MaskError, match="60×40 but the patch is 40×60"):
-        validate_mask(mask, (40, 60))
-    mask[5:10, 5:10], mask[20:30, 30:40] = 1, 1
-    binary, nuclei = validate_mask(mask, (60, 40))
-    assert nuclei == 2 and set(np.unique(binary)) == {0, 255}
-    png, _ = mask_to_png(mask, (60, 40))
-    assert png.startswith(b"\x89PNG")
-
-
 def _store_slide(db, case_id: str, n: int, diameter: float = 24.0):
     ensure_default_scheme(db)
     slide, _ = ensure_slide(db, case_id, "mds8")
@@ -241,14 +223,14 @@ def _store_slide(db, case_id: str, n: int, diameter: float = 24.0):
     return slide, ids
 
 
-def test_training_samples_take_the_newest_mask_per_patch_grouped_by_slide(db):
+def test_mask_samples_take_the_newest_mask_per_patch_grouped_by_slide(db):
     _, patches = _store_slide(db, "S-A", 2)
     ann, bob = insert_user(db, "ann", "reader", "h"), insert_user(db, "bob", "reader", "h")
     (first, p1), (second, p2) = patches
     save_mask(db, first, ann.id, "drawn", encode_png(np.zeros((96, 96), np.uint8)), 0)
     save_mask(db, first, bob.id, "drawn", encode_png(p1.mask), 3)  # newer
     save_mask(db, second, ann.id, "model_seeded", encode_png(p2.mask), 2)
-    samples = training_samples(db)
+    samples = mask_samples(db)
     assert [s.group for s in samples] == ["S-A", "S-A"] and all(s.nucleus_diameter is None for s in samples)
     np.testing.assert_array_equal(samples[0].mask, p1.mask)
     assert samples[0].image.shape == (96, 96, 3)
@@ -283,12 +265,12 @@ def test_an_estimated_diameter_is_stored_once_and_never_over_a_users(db, trained
     assert not store_estimated_diameter(db, slide.id, 99.0)  # an estimate never replaces another value
     update_slide(db, slide.id, nucleus_diameter_px=30.0)  # a person corrects it: no longer an estimate
     assert slide_scale(db, slide.id) == (30.0, None, False)
-    assert detect.slide_diameter(db, slide.id) == (30.0, False)
+    assert slide_diameter(db, slide.id) == (30.0, False)
 
 
 @pytest.mark.realdata
 def test_a_few_epochs_on_a_handful_of_bccd_fields_beat_chance_by_far():
-    from mdsdys.segment.segmenter import evaluate_segmenter, load_mask_pairs
+    from mdsdys.segment.evaluate import evaluate_segmenter, load_mask_pairs
 
     pairs = load_mask_pairs(requires_shared("bccd_nuclei"))[:14]
     samples = [MaskSample(image, mask, "BCCD") for _, image, mask in pairs[:10]]
@@ -301,7 +283,7 @@ def test_a_few_epochs_on_a_handful_of_bccd_fields_beat_chance_by_far():
 
 def test_eval_folder_scores_a_perfect_otsu_like_field_and_names_missing_folders(trained, tmp_path):
     from mdsdys.errors import NotFoundError
-    from mdsdys.segment.segmenter import evaluate_folder, evaluate_otsu, load_mask_pairs
+    from mdsdys.segment.evaluate import evaluate_folder, evaluate_otsu, load_mask_pairs
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -13,8 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from mdsdys.errors import MdsdysError, UnknownArchitectureError
-
+from mdsdys.errors import UnknownArchitectureError
 
 
 @dataclass(frozen=True)

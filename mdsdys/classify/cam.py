@@ -23,9 +23,9 @@ from torch import nn
 
 from mdsdys.classify.archs import get_arch
 from mdsdys.classify.classifier import Classifier
+from mdsdys.classify.inputs import stack_squares
 from mdsdys.imaging.crops import pad_to_square
 from mdsdys.imaging.thumbnails import square_resize
-from mdsdys.classify.inputs import stack_squares
 
 # The deepest listed layer whose grid has at least this many cells across. A 2x2 or 3x3 map (the
 # last stage of a ResNet at 64 px) can only say "this quadrant"; with >= 6 across a nucleus a

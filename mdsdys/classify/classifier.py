@@ -6,7 +6,6 @@ Training lives in mdsdys.classify.train. Array conventions: `crop` (h, w, 3) uin
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import create_model
-from mdsdys.errors import SchemeError
 from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.compute import autocast, memory_format, pick_device
+from mdsdys.errors import SchemeError
 from mdsdys.imaging.thumbnails import square_resize
-from mdsdys.registry.versions import load_checkpoint
 from mdsdys.schemes import LabelScheme, scheme_from_mapping
 
 
@@ -50,24 +50,6 @@ class Classifier:
     def codes(self) -> tuple[str, ...]:
         """Class codes in output order."""
         return self.scheme.codes
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on the CPU, the default layout elsewhere."""
-    # channels_last lets oneDNN skip layout conversions around every convolution on the CPU (issue 4).
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (issue 4: AMP there); plain fp32 on the CPU, where bf16 needs AMX to pay off."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.inference_mode()

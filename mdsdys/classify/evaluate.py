@@ -11,10 +11,10 @@ import numpy as np
 
 from mdsdys import stats
 from mdsdys.classify.classifier import Classifier, predict_squares
+from mdsdys.classify.inputs import stack_squares
 from mdsdys.errors import ImportProblemError, SchemeError
 from mdsdys.imaging.decode import IMAGE_SUFFIXES
 from mdsdys.imaging.thumbnails import image_square
-from mdsdys.classify.inputs import stack_squares
 
 log = logging.getLogger(__name__)
 _READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises on a damaged file

@@ -12,10 +12,10 @@ import numpy as np
 from sqlite_utils import Database
 
 from mdsdys import stats
+from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.classifier import load_classifier, predict_proba
-from mdsdys.errors import MdsdysError
 from mdsdys.classify.proposals import training_samples
-from mdsdys.registry.versions import load_checkpoint
+from mdsdys.errors import MdsdysError
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import active_model
 from mdsdys.store.users import User

@@ -19,7 +19,8 @@ from mdsdys.classify.classifier import (
     load_classifier,
     predict_squares,
 )
-from mdsdys.errors import MdsdysError, NoCellsError, NotFoundError
+from mdsdys.classify.inputs import stack_squares
+from mdsdys.errors import NoCellsError, NotFoundError
 from mdsdys.imaging.thumbnails import (
     Box,
     decode_crops,
@@ -27,7 +28,6 @@ from mdsdys.imaging.thumbnails import (
     reads_thumbnails,
     thumbnails_from_image,
 )
-from mdsdys.classify.inputs import stack_squares
 from mdsdys.store.cells import (
     cell_thumbnails,
     list_cells,
@@ -43,7 +43,6 @@ from mdsdys.store.slides import get_slide, load_scheme
 log = logging.getLogger(__name__)
 CELLS_PER_READ = 1000  # cells whose images are fetched per query while collecting training crops
 ProgressFn = Callable[[int, int], None]  # (cells done, cells total)
-
 
 
 class CellRef(NamedTuple):

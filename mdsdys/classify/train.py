@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,24 +23,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdsdys import compute, stats
+from mdsdys.augment import CLASSIFIER_AUGMENT, NO_AUGMENT, AugmentConfig, augment
 from mdsdys.classify.archs import create_model, get_arch
 from mdsdys.classify.classifier import (
     CellSample,
     Classifier,
-    autocast,
     calibrated,
     forward_logits,
-    memory_format,
 )
-from mdsdys.errors import JobCancelled, MdsdysError, TrainingCancelled, TrainingDataError
-from mdsdys.augment import CLASSIFIER_AUGMENT, NO_AUGMENT, AugmentConfig, augment
 from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.compute import EpochReport, autocast, memory_format
+from mdsdys.errors import (
+    TrainingCancelled,
+    TrainingDataError,
+)
 from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.schemes import LabelScheme, scheme_to_mapping
 from mdsdys.splits import Split, split_samples
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,6 @@ class ClsTrainConfig:
         return cls(**values)
 
 
-
-
 def paper_config(**overrides: Any) -> ClsTrainConfig:
     """Lee et al. 2022: Inception-v3 from scratch, Adam 1e-4, batch 32, 200 epochs (75 px: its minimum).
 
@@ -101,27 +100,13 @@ def paper_config(**overrides: Any) -> ClsTrainConfig:
     return ClsTrainConfig(**settings)
 
 
-@dataclass(frozen=True)
-class EpochLog:
-    """Progress after one epoch, as on_epoch receives it."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float
-    val_macro_f1: float
-    lr: float
-    seconds: float           # since training started
-    best_epoch: int
-
-
 @dataclass
 class ClassifierResult:
     """What train_classifier returns: the model, its checkpoint dict and how training went."""
 
     classifier: Classifier
     checkpoint: dict[str, Any]
-    history: list[EpochLog]
+    history: list[EpochReport]
     split: Split
 
     @property
@@ -284,8 +269,8 @@ def _validate(run: _Run, val: torch.Tensor, n_classes: int) -> tuple[float, floa
     return f1, float(F.cross_entropy(logits, y))
 
 
-def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch: Callable[[EpochLog], None] | None,
-         should_stop: Callable[[], bool] | None) -> tuple[dict[str, torch.Tensor], list[EpochLog]]:
+def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch: Callable[[EpochReport], None] | None,
+         should_stop: Callable[[], bool] | None) -> tuple[dict[str, torch.Tensor], list[EpochReport]]:
     """Train with early stopping on validation macro-F1; returns the best epoch's weights and the history."""
     config, world = run.config, run.world
     order_gen = torch.Generator().manual_seed(config.seed)
@@ -309,8 +294,8 @@ def _fit(run: _Run, split: Split, y_train: np.ndarray, n_classes: int, on_epoch:
         if key > best_key:
             best_key, best_epoch = key, epoch
             best_state = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
-        entry = EpochLog(epoch, config.epochs, train_loss, val_loss, val_f1, optimizer.param_groups[0]["lr"],
-                         time.monotonic() - start, best_epoch)
+        entry = EpochReport(epoch, config.epochs, train_loss, val_loss, time.monotonic() - start,
+                            val_macro_f1=val_f1, lr=optimizer.param_groups[0]["lr"], best_epoch=best_epoch)
         history.append(entry)
         if world.is_main:
             log.info("epoch %d/%d: loss %.4f, val loss %.4f, val macro-F1 %.4f (best epoch %d), %.0f s",
@@ -336,7 +321,7 @@ def _first_kept_epoch(config: ClsTrainConfig, scheduler: Any) -> int:
     return max(1, math.ceil(config.epochs * (ONECYCLE_WARMUP + (1 - ONECYCLE_WARMUP) / 2)))
 
 
-def _should_end(entry: EpochLog, config: ClsTrainConfig, first_kept: int) -> bool:
+def _should_end(entry: EpochReport, config: ClsTrainConfig, first_kept: int) -> bool:
     """Early stopping (patience, counted from the first epoch that may be kept) or the wall-clock cap."""
     if entry.epoch - max(entry.best_epoch, first_kept) >= config.patience:
         log.info("stopping early: no better validation macro-F1 for %d epochs", config.patience)
@@ -367,7 +352,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
-                     config: ClsTrainConfig = ClsTrainConfig(), on_epoch: Callable[[EpochLog], None] | None = None,
+                     config: ClsTrainConfig = ClsTrainConfig(), on_epoch: Callable[[EpochReport], None] | None = None,
                      should_stop: Callable[[], bool] | None = None,
                      frozen_test: Collection[int] | None = None) -> ClassifierResult:
     """Train a classifier from scratch on labelled crops; split, early-stop, calibrate and test it.
@@ -422,7 +407,7 @@ def _test_metrics(run: _Run, classifier: Classifier, split: Split, y: np.ndarray
 
 
 def _checkpoint(run: _Run, classifier: Classifier, samples: list[CellSample], y: np.ndarray, split: Split,
-                history: list[EpochLog], train_seconds: float) -> dict[str, Any]:
+                history: list[EpochReport], train_seconds: float) -> dict[str, Any]:
     """Everything needed to rebuild, use, compare and audit the model (nanoGPT-style single dict)."""
     test_ids, test_hash = split_key(samples, split.test)
     best_epoch = history[-1].best_epoch

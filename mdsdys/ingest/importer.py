@@ -309,7 +309,6 @@ def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedIma
     return created
 
 
-
 def files_from_uploads(uploads: Sequence[tuple[str, bytes]], max_upload_mb: int) -> list[SourceFile]:
     """Browser uploads as import files: zips are unpacked safely, other files taken as they are."""
     files: list[SourceFile] = []

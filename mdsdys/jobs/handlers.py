@@ -10,22 +10,32 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from mdsdys.segment import detect
-
-from mdsdys.jobs import queue
-
-from mdsdys.segment import train as segtrain
+from mdsdys.classify.proposals import propose_labels
 from mdsdys.classify.train import ClsTrainConfig
 from mdsdys.errors import MdsdysError
-from mdsdys.jobs.queue import JobContext, job_handler
-from mdsdys.classify.proposals import propose_labels
+from mdsdys.jobs import queue
+from mdsdys.jobs.context import JobContext
+from mdsdys.registry import retrain
 from mdsdys.schemes import DEFAULT_SCHEME_NAME
+from mdsdys.segment import detect
 from mdsdys.segment.train import SegTrainConfig
 from mdsdys.store import connect
 from mdsdys.store.models import active_model
 from mdsdys.store.slides import list_slides
 from mdsdys.store.users import User, get_user, system_user
-from mdsdys.registry.retrain import train_classifier_from_store
+
+Handler = Callable[[JobContext], dict[str, Any]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def job_handler(kind: str) -> Callable[[Handler], Handler]:
+    """Register a function as the handler of a job kind (one of mdsdys.jobs.queue.JOB_KINDS)."""
+    def register(function: Handler) -> Handler:
+        if kind not in queue.JOB_KINDS:
+            raise ValueError(f"Add {kind!r} to mdsdys.jobs.queue.JOB_KINDS before giving it a handler.")
+        HANDLERS[kind] = function
+        return function
+    return register
 
 
 def _job_user(ctx: JobContext) -> User:
@@ -73,7 +83,7 @@ def train_segmenter_job(ctx: JobContext, settings: dict[str, Any] | None = None,
     """
     config = apply_overrides(SegTrainConfig(), ctx.params.get("settings", {}) if settings is None else settings)
     ctx.report(stage="reading masks", metric="val_dice")
-    result, record = segtrain.train_from_store(ctx.settings, config, _job_user(ctx),
+    result, record = retrain.train_segmenter_from_store(ctx.settings, config, _job_user(ctx),
                                                _progress_reporter(ctx, "val_dice"), ctx.should_stop)
     if follow_up and record.status == "active":
         queue.enqueue(ctx.settings, "segment_slides", {"after_first_model": record.version}, _job_user(ctx),
@@ -109,7 +119,6 @@ def segment_slides_job(ctx: JobContext) -> dict[str, Any]:
     return totals | {"model": record.version}
 
 
-
 @job_handler("train_classifier")
 def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None,
                          follow_up: bool = True) -> dict[str, Any]:
@@ -121,7 +130,7 @@ def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None
     scheme_name = overrides.pop("scheme", DEFAULT_SCHEME_NAME)
     config = apply_overrides(ClsTrainConfig(), overrides)
     ctx.report(stage="reading labelled cells", metric="val_macro_f1")
-    result, record = train_classifier_from_store(ctx.settings, scheme_name, config, _job_user(ctx),
+    result, record = retrain.train_classifier_from_store(ctx.settings, scheme_name, config, _job_user(ctx),
                                                  _progress_reporter(ctx, "val_macro_f1"), ctx.should_stop)
     if follow_up and record.status == "active":
         queue.enqueue(ctx.settings, "propose_slides", {"scheme": scheme_name, "after_first_model": record.version},

@@ -14,25 +14,22 @@ import numpy as np
 from sqlite_utils import Database
 
 from mdsdys import stats
-
 from mdsdys.accounts import auth
-
-from mdsdys.jobs import queue
-
-from mdsdys.segment import train
+from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.classifier import load_classifier, predict_proba
+from mdsdys.classify.proposals import training_samples
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError, PromotionRefused
-from mdsdys.classify.proposals import training_samples
-from mdsdys.registry.versions import load_checkpoint
-from mdsdys.segment.segmenter import evaluate_segmenter, load_segmenter
+from mdsdys.jobs import queue
+from mdsdys.segment import train
+from mdsdys.segment.evaluate import evaluate_segmenter
+from mdsdys.segment.segmenter import load_segmenter
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
 from mdsdys.store.models import ModelRecord, activate_model, active_model, get_model
 from mdsdys.store.users import User
 
 PROMOTE_ROLES = ("adjudicator",)
-
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ def _classifier_scores(db: Database, candidate: ModelRecord, current: ModelRecor
 
 def _segmenter_scores(db: Database, candidate: ModelRecord, current: ModelRecord) -> tuple[float, float, str]:
     data = load_checkpoint(candidate.path).get("data", {})
-    samples = train.training_samples(db)
+    samples = train.mask_samples(db)
     val_slides = set(data.get("val_slides") or [])
     held_out = [s for s in samples if s.group in val_slides] if data.get("split") == "by slide" else []
     pairs = [(f"field {i}", s.image, s.mask) for i, s in enumerate(held_out or samples)]

@@ -1,4 +1,8 @@
-"""What a retraining run would use, shown before it starts (issue 6), and queuing it."""
+"""Retraining from the store: what a run would use (shown before it starts), queuing it, and the runs themselves.
+
+Both `*_from_store` functions read their samples, train (no connection held meanwhile) and register
+the new version; the worker, the CLI and the tests all call them (STYLE.md, convention 6).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,22 @@ from typing import Any
 from sqlite_utils import Database
 
 from mdsdys.accounts import auth
-
-from mdsdys.jobs import queue
+from mdsdys.annotate.masks import MIN_MASKS
+from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import list_models
-from mdsdys.classify.train import ClsTrainConfig, train_classifier
-from mdsdys.config import Settings
-from mdsdys.compute import current_world
-from mdsdys.errors import MdsdysError
 from mdsdys.classify.proposals import training_samples
-from mdsdys.registry.versions import load_checkpoint, register_model
-from mdsdys.segment.train import MIN_MASKS, SegTrainConfig
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.compute import EpochReport, current_world
+from mdsdys.config import Settings
+from mdsdys.errors import MdsdysError
+from mdsdys.jobs import queue
+from mdsdys.registry.versions import register_model
+from mdsdys.segment.train import (
+    SegmenterResult,
+    SegTrainConfig,
+    mask_samples,
+    train_segmenter,
+)
 from mdsdys.store import connect
 from mdsdys.store.jobs import has_active_job
 from mdsdys.store.labels import final_labels
@@ -97,6 +107,24 @@ def train_classifier_from_store(settings: Settings, scheme_name: str, config: Cl
         current = active_model(db, "classifier", scheme_name)
     frozen = load_checkpoint(current.path).get("test_cells") if current else None
     result = train_classifier(samples, scheme, config, on_epoch, should_stop, frozen_test=frozen)
+    if not current_world().is_main:  # under torchrun rank 0 alone registers
+        return result, None
+    with connect(settings.db_path) as db:
+        record = register_model(db, settings.models_dir, result.checkpoint, user)
+    return result, record
+
+
+def train_segmenter_from_store(settings: Settings, config: SegTrainConfig = SegTrainConfig(), user: User | None = None,
+                     on_epoch: Callable[[EpochReport], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> tuple[SegmenterResult, ModelRecord | None]:
+    """`mdsdys train segmenter`: train on every stored mask and register the model.
+
+    The first segmenter becomes the active one (registry.register_model). Store connections are
+    opened only to read the masks and to register, never held during training.
+    """
+    with connect(settings.db_path) as db:
+        samples = mask_samples(db)
+    result = train_segmenter(samples, config, on_epoch, should_stop)
     if not current_world().is_main:  # under torchrun rank 0 alone registers
         return result, None
     with connect(settings.db_path) as db:

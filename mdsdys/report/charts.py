@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from mdsdys.report.summary import DYSPLASIA_LINE, SlideSummary
+from mdsdys.report.numbers import SlideSummary
 from mdsdys.schemes import LabelScheme
+from mdsdys.who import DYSPLASIA_LINE
 
 
 def differential_bar(summaries: Sequence[SlideSummary], scheme: LabelScheme) -> go.Figure:

@@ -19,13 +19,11 @@ from scipy import ndimage
 from sqlite_utils import Database
 
 from mdsdys.accounts import auth
-
-from mdsdys.report import charts
-
-from mdsdys.report import summary as dashboard
 from mdsdys.accounts.admin import record_export
 from mdsdys.imaging.crops import cell_crop
 from mdsdys.imaging.decode import read_rgb
+from mdsdys.report import charts
+from mdsdys.report import numbers as dashboard
 from mdsdys.store.cells import cells_on_patch
 from mdsdys.store.export import (
     all_reads,

@@ -15,9 +15,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from mdsdys import stats
-
 from mdsdys.accounts import auth
-from mdsdys.report.summary import DYSPLASIA_LINE, blast_band
 from mdsdys.labels import HUMAN_SOURCES
 from mdsdys.schemes import DIAGNOSTIC_LINEAGES, LabelScheme
 from mdsdys.store.cells import get_proposal
@@ -25,6 +23,7 @@ from mdsdys.store.consensus import paired_reads, reads_against_consensus
 from mdsdys.store.labels import final_labels
 from mdsdys.store.slides import get_slide, load_scheme
 from mdsdys.store.users import User
+from mdsdys.who import DYSPLASIA_LINE, blast_band
 
 # CellaVision's pre-classification against the verified classification, the kappa the issue compares to.
 CELLAVISION_KAPPA = 0.52

@@ -13,8 +13,8 @@ import numpy as np
 from sqlite_utils import Database
 
 from mdsdys.accounts import auth
-from mdsdys.imaging.crops import cell_crop, context_view
 from mdsdys.errors import MdsdysError
+from mdsdys.imaging.crops import cell_crop, context_view
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.schemes import LabelScheme
 from mdsdys.store import write_transaction
@@ -109,7 +109,6 @@ def next_cell(db: Database, viewer: User, slide_id: int, mode: str = "uncertain"
     """The next cell this viewer has not read, skipping the ones they skipped this session."""
     auth.require_role(viewer, *REVIEW_ROLES)
     return next_unread_cell(db, viewer.id, slide_id, mode, skipped)
-
 
 
 @dataclass

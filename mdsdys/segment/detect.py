@@ -10,20 +10,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from sqlite_utils import Database
 
-from mdsdys.errors import NotFoundError, ScaleEstimateError
+from mdsdys.annotate.masks import MIN_MASKS
+from mdsdys.annotate.scale import slide_diameter
+from mdsdys.errors import MaskError, NotFoundError, ScaleEstimateError
 from mdsdys.imaging.decode import encode_png, read_rgb
-from mdsdys.segment.postprocess import Box
 from mdsdys.imaging.thumbnails import thumbnails_from_image
+from mdsdys.segment.field import Segmentation, segment_patch
+from mdsdys.segment.postprocess import Box
 from mdsdys.segment.scale import estimate_set_diameter
-from mdsdys.segment.segmenter import (
-    Segmentation,
-    Segmenter,
-    load_segmenter,
-    segment_patch,
-    uncertainty_of,
-)
+from mdsdys.segment.segmenter import Segmenter, load_segmenter, uncertainty_of
 from mdsdys.store.cells import (
     DetectedCell,
     kept_cell_boxes,
@@ -31,27 +29,19 @@ from mdsdys.store.cells import (
     replaceable_cells,
 )
 from mdsdys.store.models import ModelRecord, active_model
-from mdsdys.store.patches import get_patch_image, list_patches, record_uncertainty
-from mdsdys.store.scales import slide_scale, store_estimated_diameter
+from mdsdys.store.patches import (
+    get_patch_image,
+    list_patches,
+    patch_slide,
+    record_uncertainty,
+)
+from mdsdys.store.scales import store_estimated_diameter
 from mdsdys.store.slides import find_slide, get_slide
 
 log = logging.getLogger(__name__)
-# A typical marrow nucleus is ~9 µm across (a lymphocyte's ~7 µm, a myelocyte's ~10 µm); used
-# only to turn a slide's µm-per-pixel into a nucleus diameter when no diameter is set.
-TYPICAL_NUCLEUS_UM = 9.0
 # A new detection that overlaps a kept (read) cell's box this much is the same cell: not added twice.
 _SAME_CELL_IOU = 0.5
 Progress = Callable[[int, int, str], None]
-
-
-def slide_diameter(db: Database, slide_id: int) -> tuple[float | None, bool]:
-    """(nucleus diameter px or None, estimated?): a person's value, else µm/px, else an earlier estimate."""
-    diameter, um_per_px, estimated = slide_scale(db, slide_id)
-    if diameter and not estimated:
-        return float(diameter), False
-    if um_per_px:
-        return TYPICAL_NUCLEUS_UM / um_per_px, False
-    return (float(diameter), True) if diameter else (None, True)
 
 
 def estimate_slide_diameter(db: Database, slide_id: int, model: Segmenter, max_fields: int = 8) -> float | None:
@@ -135,3 +125,14 @@ def box_iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union else 0.0
+
+
+def model_mask(db: Database, patch_id: int) -> np.ndarray:
+    """The active segmenter's nuclei on a field, (H, W) uint8 255 = nucleus, to correct by hand."""
+    record = active_model(db, "segmenter")
+    if record is None:
+        raise MaskError(f"There is no segmenter yet. Save at least {MIN_MASKS} masks and train one on the Train page.")
+    model = load_segmenter(record.path)
+    slide_id = patch_slide(db, patch_id)
+    diameter, _ = slide_diameter(db, slide_id)
+    return segment_patch(model, read_rgb(get_patch_image(db, patch_id).data), diameter).mask

@@ -15,7 +15,12 @@ from scipy import ndimage
 
 from mdsdys.errors import ScaleEstimateError
 from mdsdys.segment.postprocess import otsu_mask
-from mdsdys.segment.segmenter import Segmenter, check_image, nearest_resize, prob_at_scale
+from mdsdys.segment.segmenter import (
+    Segmenter,
+    check_image,
+    nearest_resize,
+    prob_at_scale,
+)
 
 # Scale search: candidate diameters 2^(1/2) apart, from 6 px up to a quarter of the field's shorter
 # side (a BCCD field at 100x oil fits four of its nuclei across). Shrunk further, a dense field's

@@ -21,29 +21,23 @@ from sqlite_utils import Database
 from torch.nn import functional as F
 
 from mdsdys import compute
+from mdsdys.annotate.masks import MIN_MASKS
 from mdsdys.augment import AugmentConfig, augment_batch, to_density
-from mdsdys.classify.classifier import autocast
-from mdsdys.config import Settings
-from mdsdys.errors import MaskError, MdsdysError, TooFewMasksError
+from mdsdys.compute import EpochReport, autocast
+from mdsdys.errors import JobCancelled, MaskError, TooFewMasksError
 from mdsdys.imaging.decode import decode_mask, read_rgb
-from mdsdys.jobs.queue import JobCancelled
 from mdsdys.segment.metrics import dice, iou
 from mdsdys.segment.postprocess import PostConfig, mask_diameter
-from mdsdys.registry.versions import register_model
 from mdsdys.segment.segmenter import Segmenter
-from mdsdys.store import connect
-from mdsdys.store.models import ModelRecord
-from mdsdys.store.patches import newest_masks
-from mdsdys.store.users import User
 from mdsdys.segment.unet import UNet, UNetConfig, predict
+from mdsdys.splits import split_by_group
+from mdsdys.store.patches import newest_masks
 
 log = logging.getLogger(__name__)
 
 # Four masks to learn from and one to validate on. Fewer gives a validation Dice that means nothing;
 # with the strong augmentation four fields of a few nuclei each already give a usable first model
 # to correct (Cellpose's human-in-the-loop starts from a handful of images).
-MIN_MASKS = 5
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,20 +80,6 @@ class SegTrainConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class EpochReport:
-    """Progress after one epoch, for on_epoch callbacks (progress bars, job state, logs)."""
-
-    epoch: int  # 1-based
-    epochs: int
-    train_loss: float
-    val_loss: float
-    val_dice: float  # mean per validation field, at the training scale
-    val_iou: float
-    seconds: float  # since training started
-    split: str  # "by slide" or "by patch"
-
-
 @dataclass(frozen=True, eq=False)
 class SegmenterResult:
     """A trained segmenter (best validation epoch), its history and a checkpoint ready to save."""
@@ -125,7 +105,7 @@ def train_segmenter(samples: Sequence[MaskSample], config: SegTrainConfig = SegT
                     should_stop: Callable[[], bool] | None = None) -> SegmenterResult:
     """Train a U-Net on masked fields; raises TooFewMasksError, or JobCancelled when should_stop() says so."""
     _check_samples(samples)
-    train_idx, val_idx, split = split_samples(samples, config.val_fraction, config.seed)
+    train_idx, val_idx, split = split_by_group([s.group for s in samples], config.val_fraction, config.seed)
     data = _prepare(samples, config.diameter)
     world = compute.current_world()
     device = compute.device(world)
@@ -144,8 +124,8 @@ def train_segmenter(samples: Sequence[MaskSample], config: SegTrainConfig = SegT
         train_loss = compute.mean(_train_epoch(model, opt, sched, data, train_idx, config, gen, should_stop),
                                       world)
         val_loss, val_dice, val_iou = _validate(net, data, val_idx)
-        report = EpochReport(epoch, config.epochs, train_loss, val_loss, val_dice, val_iou,
-                             time.perf_counter() - start, split)
+        report = EpochReport(epoch, config.epochs, train_loss, val_loss, time.perf_counter() - start,
+                             val_dice=val_dice, val_iou=val_iou, split=split)
         history.append(report)
         if val_dice > best[0]:
             best = (val_dice, copy.deepcopy(net.state_dict()), epoch)
@@ -179,30 +159,6 @@ def _check_samples(samples: Sequence[MaskSample]) -> None:
             raise MaskError(f"Mask {k + 1} of slide {sample.group} is {sample.mask.shape[1]}×{sample.mask.shape[0]} "
                             f"but its field is {sample.image.shape[1]}×{sample.image.shape[0]}; redraw or "
                             "re-import that mask.")
-
-
-def split_samples(samples: Sequence[MaskSample], val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
-    """(train indices, validation indices, "by slide" | "by patch").
-
-    Whole slides go to validation, in a seeded random order, until it holds val_fraction of the
-    masks, never more than half. With one slide, or slides too large to hold out, split by patch.
-    """
-    rng = np.random.default_rng(seed)
-    groups = sorted({s.group for s in samples})
-    target, n = max(1, round(val_fraction * len(samples))), len(samples)
-    if len(groups) >= 2:
-        val_groups: list[str] = []
-        count = 0
-        for group in rng.permutation(groups):
-            size = sum(s.group == group for s in samples)
-            if count < target and count + size <= n // 2:
-                val_groups.append(str(group))
-                count += size
-        if val_groups:
-            val = [k for k, s in enumerate(samples) if s.group in val_groups]
-            return [k for k in range(n) if k not in set(val)], val, "by slide"
-    order = rng.permutation(n)
-    return sorted(int(k) for k in order[target:]), sorted(int(k) for k in order[:target]), "by patch"
 
 
 def _group_diameters(samples: Sequence[MaskSample], default: float) -> dict[str, float]:
@@ -303,7 +259,7 @@ def _result(net: UNet, history: list[EpochReport], best_epoch: int, config: SegT
     return SegmenterResult(model, history, metrics, checkpoint, split)
 
 
-def training_samples(db: Database) -> list[MaskSample]:
+def mask_samples(db: Database) -> list[MaskSample]:
     """Every masked field in the store (its newest mask), grouped by slide case id."""
     samples = []
     for row in newest_masks(db):
@@ -311,21 +267,3 @@ def training_samples(db: Database) -> list[MaskSample]:
         mask = decode_mask(row["png"], f"mask of patch {row['patch_id']}")
         samples.append(MaskSample(image, mask, row["case_id"], row["nucleus_diameter_px"]))
     return samples
-
-
-def train_from_store(settings: Settings, config: SegTrainConfig = SegTrainConfig(), user: User | None = None,
-                     on_epoch: Callable[[EpochReport], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> tuple[SegmenterResult, ModelRecord | None]:
-    """`mdsdys train segmenter`: train on every stored mask and register the model.
-
-    The first segmenter becomes the active one (registry.register_model). Store connections are
-    opened only to read the masks and to register, never held during training.
-    """
-    with connect(settings.db_path) as db:
-        samples = training_samples(db)
-    result = train_segmenter(samples, config, on_epoch, should_stop)
-    if not compute.current_world().is_main:  # under torchrun rank 0 alone registers
-        return result, None
-    with connect(settings.db_path) as db:
-        record = register_model(db, settings.models_dir, result.checkpoint, user)
-    return result, record

@@ -77,9 +77,9 @@ def active_model(db: Database, kind: str, scheme: str | None = None) -> ModelRec
 
 def activate_model(db: Database, model_id: int) -> ModelRecord | None:
     """Make a model the active one of its kind and scheme; returns the model it replaced."""
-    target = get_model(db, model_id)
-    previous = active_model(db, target.kind, target.scheme)
-    with write_transaction(db):
+    with write_transaction(db):  # read the current active model inside, so two promotions cannot interleave
+        target = get_model(db, model_id)
+        previous = active_model(db, target.kind, target.scheme)
         if previous and previous.id != model_id:
             db.execute("UPDATE models SET status = 'retired' WHERE id = ?", [previous.id])
         db.execute("UPDATE models SET status = 'active', promoted_at = ? WHERE id = ?", [utcnow(), model_id])

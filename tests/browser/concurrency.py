@@ -16,10 +16,10 @@ from pathlib import Path
 
 from mdsdys.accounts import auth
 from mdsdys.config import Settings
+from mdsdys.registry.retrain import queue_training
 from mdsdys.store import connect
 from mdsdys.store.jobs import get_job, request_cancel
 from mdsdys.store.users import find_user
-from mdsdys.registry.retrain import queue_training
 
 from . import steps
 from .conftest import CHROMIUM

@@ -13,8 +13,8 @@ import torch
 from mdsdys.classify.classifier import CellSample
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.compute import process_group
-from mdsdys.schemes import scheme_from_folders
 from mdsdys.demo.synth import generate_cell
+from mdsdys.schemes import scheme_from_folders
 
 
 def main(out: Path) -> None:

@@ -12,22 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 from sqlite_utils import Database
 
-from mdsdys.imaging.crops import draw_box
 from mdsdys.errors import MdsdysError, PermissionDeniedError
+from mdsdys.imaging.crops import draw_box
 from mdsdys.imaging.decode import read_rgb
-from mdsdys.stats import wilson_interval
 from mdsdys.schemes import DIAGNOSTIC_LINEAGES, LabelScheme
+from mdsdys.stats import wilson_interval
 from mdsdys.store.cells import cells_on_patch, model_labels
 from mdsdys.store.dashboard import LABEL_SOURCES, label_counts, slide_rows
 from mdsdys.store.labels import final_labels
 from mdsdys.store.patches import get_patch_image
 from mdsdys.store.slides import get_slide, load_scheme
 from mdsdys.store.users import User
+from mdsdys.who import DYSPLASIA_LINE, MIN_CELLS, blast_band
 
-DYSPLASIA_LINE = 0.10
-# Cells WHO-practice wants per lineage before a dysplasia % is judged (DOMAIN.md, "Enough cells").
-MIN_CELLS = {"erythroid": 200, "granulocytic": 200, "megakaryocytic": 30}
-BLAST_BANDS = ((0.05, "<5%"), (0.10, "5-9%"), (0.20, "10-19%"), (float("inf"), ">=20%"))
 INDETERMINATE = "indeterminate: count more cells"
 
 
@@ -90,11 +87,6 @@ def dysplasia_flag(share: Proportion, lineage: str) -> str:
     if share.low < DYSPLASIA_LINE <= share.high:
         return INDETERMINATE
     return ">=10%" if share.value >= DYSPLASIA_LINE else "<10%"
-
-
-def blast_band(fraction: float) -> str:
-    """The WHO blast band of a blast fraction: <5%, 5-9%, 10-19% or >=20%."""
-    return next(label for limit, label in BLAST_BANDS if fraction < limit)
 
 
 def summarise_slide(slide_id: int, case_id: str, group: str | None, scheme: LabelScheme,
