@@ -15,6 +15,29 @@ from typing import Any
 
 import numpy as np
 
+# Lee et al. 2022, Table 3: per-class figures of the paper's InceptionV3 on its 806 test cells.
+PAPER_TABLE3 = {
+    "EN": {"sensitivity": 0.640, "specificity": 0.950, "auc": 0.945, "accuracy": 0.912, "ppv": 0.647,
+           "npv": 0.949, "f1": 0.643, "ap": 0.694},
+    "GN": {"sensitivity": 0.797, "specificity": 0.993, "auc": 0.993, "accuracy": 0.979, "ppv": 0.904,
+           "npv": 0.984, "f1": 0.847, "ap": 0.931},
+    "MN": {"sensitivity": 0.707, "specificity": 0.988, "auc": 0.955, "accuracy": 0.974, "ppv": 0.763,
+           "npv": 0.984, "f1": 0.734, "ap": 0.781},
+    "ED": {"sensitivity": 0.790, "specificity": 0.992, "auc": 0.972, "accuracy": 0.988, "ppv": 0.714,
+           "npv": 0.995, "f1": 0.744, "ap": 0.792},
+    "GD": {"sensitivity": 0.900, "specificity": 0.999, "auc": 0.996, "accuracy": 0.993, "ppv": 0.978,
+           "npv": 0.993, "f1": 0.938, "ap": 0.946},
+    "MD": {"sensitivity": 0.899, "specificity": 0.948, "auc": 0.971, "accuracy": 0.931, "ppv": 0.906,
+           "npv": 0.944, "f1": 0.902, "ap": 0.956},
+    "BL": {"sensitivity": 0.831, "specificity": 0.951, "auc": 0.973, "accuracy": 0.932, "ppv": 0.766,
+           "npv": 0.967, "f1": 0.797, "ap": 0.884},
+    "OT": {"sensitivity": 0.782, "specificity": 0.956, "auc": 0.954, "accuracy": 0.931, "ppv": 0.756,
+           "npv": 0.962, "f1": 0.769, "ap": 0.845},
+}
+# The cells a classifier is scored on for the Dashboard: its frozen test split, or every consensus-labelled cell.
+EVALUATION_SETS = ("test", "consensus")
+
+
 TABLE3 = ("sensitivity", "specificity", "auc", "accuracy", "ppv", "npv", "f1", "ap")
 
 
@@ -208,3 +231,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class: our figure beside the paper's for each Table 3 metric."""
+    rows = []
+    for code, ours in report["per_class"].items():
+        row = {"class": code}
+        for key in ("sensitivity", "specificity", "auc", "accuracy", "ppv", "npv", "f1", "ap"):
+            row[key] = None if ours.get(key) is None else round(float(ours[key]), 3)
+            if code in PAPER_TABLE3:
+                row[f"paper {key}"] = PAPER_TABLE3[code][key]
+        rows.append(row)
+    return rows

@@ -7,7 +7,7 @@ import streamlit as st
 
 from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
-from mdsdys.review import explain, reads
+from mdsdys.review import reads
 
 ui.page_setup("Review")
 st.title("Review cells")
@@ -108,6 +108,8 @@ if error := st.session_state.pop("review_error", None):
 
 crop_col, context_col, info_col = st.columns([1, 1, 1])
 if show_cam and not hide_model:
+    from mdsdys.review import explain  # Grad-CAM runs the classifier: torch loads only when a reader asks
+
     try:
         with ui.store() as db:
             cam = explain.cell_grad_cam(db, user, view.cell.id)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from mdsdys.app import ui, views
-from mdsdys.classify import performance
+from mdsdys import stats
 from mdsdys.errors import MdsdysError
 from mdsdys.report import charts, export
 from mdsdys.report import numbers as dashboard
@@ -117,10 +117,12 @@ if user.role in ("adjudicator", "admin"):
                "on its frozen test split or on every cell with a consensus label.")
     chosen = st.columns(2)
     perf_scheme = chosen[0].selectbox("Scheme", sorted({s.scheme for s in summaries}), key="perf_scheme")
-    perf_set = chosen[1].radio("Cells", performance.EVALUATION_SETS, horizontal=True, key="perf_set",
+    perf_set = chosen[1].radio("Cells", stats.EVALUATION_SETS, horizontal=True, key="perf_set",
                                format_func={"test": "frozen test split", "consensus": "consensus labels"}.get)
     perf_key = f"perf_{perf_scheme}_{perf_set}"
     if st.button("Score the active classifier", key="perf_run"):
+        from mdsdys.classify import performance  # runs the classifier: torch loads only when asked for
+
         try:
             with ui.store() as db:
                 st.session_state[perf_key] = performance.model_performance(db, user, perf_scheme, perf_set)
@@ -130,7 +132,7 @@ if user.role in ("adjudicator", "admin"):
         report = perf["report"]
         st.write(f"**{perf['version']}** on {perf['n']} cells: macro-F1 {report['macro_f1']:.3f}, "
                  f"accuracy {report['accuracy']:.3f}, calibration error (ECE) {report['ece']:.3f}.")
-        st.dataframe(pd.DataFrame(performance.table3_rows(report)), hide_index=True, key="perf_table3")
+        st.dataframe(pd.DataFrame(stats.table3_rows(report)), hide_index=True, key="perf_table3")
         with ui.store() as db:
             colors = {c.code: c.color for c in views.scheme(db, perf_scheme).classes}
         aucs = {code: m.get("auc") for code, m in report["per_class"].items()}

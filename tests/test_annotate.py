@@ -157,7 +157,7 @@ def test_the_one_mask_validator_refuses_an_empty_mask_and_a_size_mismatch():
     mask = np.zeros((40, 60), np.uint8)
     with pytest.raises(MaskError, match="empty"):
         masks.validate_mask(mask, 60, 40)
-    with pytest.raises(MaskError, match="60×40 but the field is 40×60"):
+    with pytest.raises(MaskError, match="60x40 but the field is 40x60"):
         masks.validate_mask(mask, 40, 60)
     mask[5:10, 5:10], mask[20:30, 30:40] = 1, 1
     binary, nuclei = masks.validate_mask(mask, 60, 40)

@@ -34,8 +34,8 @@ def validate_mask(mask: np.ndarray, width: int, height: int) -> tuple[np.ndarray
     """
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape != (height, width):
-        got = f"{mask.shape[1]}×{mask.shape[0]}" if mask.ndim == 2 else f"an array of shape {mask.shape}"
-        raise MaskError(f"The mask is {got} but the field is {width}×{height} pixels; it was not saved. "
+        got = f"{mask.shape[1]}x{mask.shape[0]}" if mask.ndim == 2 else f"an array of shape {mask.shape}"
+        raise MaskError(f"The mask is {got} but the field is {width}x{height} pixels; it was not saved. "
                         "Draw it again on this field.")
     binary = np.where(mask > 0, 255, 0).astype(np.uint8)
     nuclei = int(ndimage.label(binary > 0)[1])
