@@ -96,8 +96,8 @@ def promote(db: Database, settings: Settings, user: User, model_id: int, force: 
     gate = promotion_gate(db, candidate)
     if not gate.allowed and not force:
         raise PromotionRefused(f"Not promoted: {gate.reason} Tick 'force' to promote anyway.")
-    previous = activate_model(db, model_id)
-    with write_transaction(db):
+    with write_transaction(db):  # activation and its audit row land together or not at all (issue 16)
+        previous = activate_model(db, model_id)
         log_action(db, user, "model_promote", "model", model_id,
                    before={"active": previous.version if previous else None},
                    after={"active": candidate.version, "forced": force and not gate.allowed, "gate": gate.reason})
@@ -109,8 +109,8 @@ def rollback(db: Database, settings: Settings, user: User, model_id: int, start_
     """Make an earlier version active again (no gate: it was trusted before), audited as a rollback."""
     auth.require_role(user, *PROMOTE_ROLES)
     target = get_model(db, model_id)
-    previous = activate_model(db, model_id)
-    with write_transaction(db):
+    with write_transaction(db):  # activation and its audit row land together or not at all (issue 16)
+        previous = activate_model(db, model_id)
         log_action(db, user, "model_rollback", "model", model_id,
                    before={"active": previous.version if previous else None}, after={"active": target.version})
     _reprocess_unread(settings, user, target, start_worker)
