@@ -74,6 +74,11 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
+def has_role(user: User | None, *roles: str) -> bool:
+    """Whether a logged-in user's role is one of `roles` (admins always are)."""
+    return user is not None and (user.role in roles or user.role == "admin")
+
+
 def require_role(user: User | None, *roles: str) -> User:
     """Return the user if their role is one of `roles` (admins always pass); else raise."""
     if user is None:

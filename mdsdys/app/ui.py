@@ -80,6 +80,15 @@ def require_login(*roles: str) -> User:
     return user
 
 
+def recheck_login(*roles: str) -> User:
+    """Inside a fragment: the user as the store has them now; a logged-out, disabled or demoted one
+    reruns the whole page, which then shows the login form or the refusal."""
+    user = current_user()
+    if user is None or (roles and not auth.has_role(user, *roles)):
+        st.rerun(scope="app")
+    return user
+
+
 def _sidebar(user: User) -> None:
     with st.sidebar:
         st.write(f"Logged in as **{user.username}** ({user.role})")
