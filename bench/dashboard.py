@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seed import PAPER_CELLS, seed_paper_scale, user_id  # noqa: E402
 
-from mdsdys import dashboard  # noqa: E402
+from mdsdys.report import numbers as dashboard  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
 from mdsdys.store.users import get_user  # noqa: E402
 

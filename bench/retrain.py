@@ -35,7 +35,7 @@ from dashboard import machine  # noqa: E402
 from scale import _summary, time_apptest_review  # noqa: E402
 from seed import seed_paper_scale, user_id  # noqa: E402
 
-from mdsdys import promotion  # noqa: E402
+from mdsdys.registry import promotion  # noqa: E402
 from mdsdys.accounts import auth
 from mdsdys.classify.train import ClsTrainConfig  # noqa: E402
 from mdsdys.config import load_settings  # noqa: E402

@@ -3,7 +3,9 @@
 Measures, on a freshly seeded store:
 - the next-cell query and record-a-read in the library, p50/p95 (goal p95 <= 50 ms);
 - a whole review action (click a class, page reruns) through AppTest, p95 (goal <= 150 ms);
-- a key press to the next cell shown in real Chromium against `streamlit run`, p50 (goal <= 500 ms);
+- a key press to the next cell shown in real Chromium against `streamlit run`, p50 / p95 (issue 16 goal:
+  <= 150 / <= 300 ms; the Review page's cell panel is an st.fragment), with the server's CPU seconds per
+  review action and the readers per core that implies (one action every READER_PACE_S seconds each);
 - the Dashboard page render through AppTest (goal <= 1 s);
 - the Streamlit server process's resident memory after the browser session (goal <= 1 GiB).
 
@@ -27,12 +29,13 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT), str(ROOT / "tests")]
 from dashboard import machine, time_page  # noqa: E402
 from seed import PAPER_CELLS, seed_paper_scale, user_id  # noqa: E402
 
-from mdsdys import review  # noqa: E402
+from mdsdys.review import reads as review  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
 from mdsdys.store.slides import find_slide  # noqa: E402
 from mdsdys.store.users import get_user  # noqa: E402
 
 BROWSER_KEYS = 30
+READER_PACE_S = 3.0  # a reader who labels a cell every 3 s (a fast one; most take longer)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,6 +95,7 @@ def time_browser(home: Path, reader: str, password: str) -> dict[str, float]:
         open_sidebar_page(page, "Review")
         caption = page.get_by_text(re.compile(r"^Cell \d+ ·")).first
         caption.wait_for()
+        cpu_before = _cpu_seconds(server.process.pid)
         for i in range(BROWSER_KEYS):
             before = caption.inner_text()
             page.locator("h1").first.click()  # focus the page, not an input, so shortcuts fire
@@ -99,10 +103,18 @@ def time_browser(home: Path, reader: str, password: str) -> dict[str, float]:
             page.keyboard.press("1" if i % 2 else "3")
             page.wait_for_function("b => !document.body.innerText.includes(b)", arg=before, timeout=20_000)
             times.append(time.perf_counter() - start)
+        cpu_per_action = (_cpu_seconds(server.process.pid) - cpu_before) / BROWSER_KEYS
         open_sidebar_page(page, "Dashboard")
         rss = _rss_mb(server.process.pid)
         browser.close()
-    return _summary(times) | {"server_rss_mb": rss}
+    return _summary(times) | {"server_rss_mb": rss, "server_cpu_ms_per_action": 1000 * cpu_per_action,
+                              "readers_per_core": READER_PACE_S / cpu_per_action}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -153,7 +165,9 @@ def _print(f: dict) -> None:
     print(f"| review action (AppTest) | {a['p50_ms']:.0f} ms | {a['p95_ms']:.0f} ms | p95 <= 150 ms |")
     if "browser_key_to_next_cell" in f:
         b = f["browser_key_to_next_cell"]
-        print(f"| key press to next cell (Chromium) | {b['p50_ms']:.0f} ms | {b['p95_ms']:.0f} ms | p50 <= 500 ms |")
+        print(f"| key press to next cell (Chromium) | {b['p50_ms']:.0f} ms | {b['p95_ms']:.0f} ms | p50 <= 150, p95 <= 300 ms |")
+        print(f"| server CPU per review action | {b['server_cpu_ms_per_action']:.0f} ms | | |")
+        print(f"| readers per core (one action every {READER_PACE_S:g} s each) | {b['readers_per_core']:.0f} | | |")
         print(f"| Streamlit server memory | {b['server_rss_mb']:.0f} MB | | <= 1024 MB |")
     print(f"| Dashboard render (AppTest) | {1000 * f['dashboard_render_s']:.0f} ms | | <= 1000 ms |")
 

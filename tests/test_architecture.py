@@ -161,3 +161,11 @@ def test_pages_that_run_no_model_render_without_loading_torch(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) == set(pages)
     assert {page: r for page, r in result.items() if r["torch"] or r["exception"]} == {}
+
+
+def test_the_status_command_runs_without_loading_torch(home):
+    script = "import sys\nfrom mdsdys.cli import main\nmain(['status'])\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={"MDSDYS_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
