@@ -164,3 +164,11 @@ def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
     worker.wait(timeout=60)
     with connect(settings.db_path) as db:
         assert active_model(db, "classifier", "mds8") is None
+
+
+def test_every_kind_of_job_the_queue_takes_has_a_handler_and_no_handler_is_unknown():
+    from mdsdys.jobs.handlers import HANDLERS, job_handler
+
+    assert set(HANDLERS) == set(queue.JOB_KINDS)
+    with pytest.raises(ValueError, match="JOB_KINDS"):
+        job_handler("not_a_kind")(lambda ctx: {})
