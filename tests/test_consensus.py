@@ -140,7 +140,7 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     """Reads, consensus, masks, imports, exports, training, promotion, rollback, accounts and logins."""
     from conftest import image_bytes
 
-    from mdsdys.annotate import canvas
+    from mdsdys.annotate import masks
     from mdsdys.config import load_settings
     from mdsdys.demo.study import build_demo
     from mdsdys.ingest import importer
@@ -162,7 +162,7 @@ def test_one_audit_row_for_each_kind_of_action(db, home, tmp_path):
     field = importer.import_patches(db, slide.case_id, [importer.SourceFile("x.png", lambda: image_bytes(9))])
     assert field.added == 1
     first = annotation_queue(db)[0]
-    canvas.save_annotation(db, reader, first["id"], np.full((first["height"], first["width"]), 255, np.uint8))
+    masks.save_annotation(db, reader, first["id"], np.full((first["height"], first["width"]), 255, np.uint8))
     cell = db.execute("SELECT id FROM cells WHERE slide_id = ? LIMIT 1", [slide.id]).fetchone()[0]
     review.record_read(db, reader, cell, "EN")
     review.record_read(db, reader, cell, "ED")

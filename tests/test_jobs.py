@@ -70,17 +70,17 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
 
 def test_a_job_runs_in_a_real_worker_subprocess(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
-    worker = _start_worker(settings)
+    process = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "done", timeout=120), _job(settings, job_id)
-    worker.wait(timeout=30)
+    process.wait(timeout=30)
 
 
 def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
-    worker = _start_worker(settings)
+    process = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=120)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=10)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
     assert _job(settings, job_id).state == "running"  # nobody knows yet
     worker.run_worker(settings, idle_exit_s=0, max_jobs=0)  # the next worker cleans up at start
     job = _job(settings, job_id)
@@ -93,14 +93,14 @@ def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(set
 
 def test_cancel_stops_a_running_job_within_seconds(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
-    worker = _start_worker(settings)
+    process = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
     asked = time.monotonic()
     assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=30)
     assert time.monotonic() - asked < 10
-    worker.wait(timeout=30)
+    process.wait(timeout=30)
     with connect(settings.db_path) as db:
         assert list_models(db) == []
 
@@ -114,13 +114,13 @@ def test_a_queued_job_is_cancelled_at_once(settings):
 
 def test_only_one_worker_runs_at_a_time(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": LONG}, None, start_worker=False)
-    worker = _start_worker(settings)
+    process = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).state == "running", timeout=60)
     assert queue.worker_alive(settings)
     assert worker.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
-    worker.wait(timeout=60)
+    process.wait(timeout=60)
     assert not queue.worker_alive(settings)
 
 
@@ -156,12 +156,12 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
 def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
     long_run = {"epochs": 500, "batch_size": 8, "input_size": 32}
     job_id = queue.enqueue(settings, "train_classifier", {"settings": long_run}, None, start_worker=False)
-    worker = _start_worker(settings)
+    process = _start_worker(settings)
     assert _wait(lambda: _job(settings, job_id).progress.get("epoch", 0) >= 1, timeout=180)
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
     assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=60), _job(settings, job_id)
-    worker.wait(timeout=60)
+    process.wait(timeout=60)
     with connect(settings.db_path) as db:
         assert active_model(db, "classifier", "mds8") is None
 
