@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from mdsdys.accounts import policy
 from mdsdys.app import ui, views
 
 ui.page_setup("Home")
@@ -10,8 +11,8 @@ st.title("mdsdys: dysplastic cells in bone-marrow smears")
 user = ui.require_login()
 
 with ui.store() as db:
-    counts = views.home_counts(db)
-    slides = views.home_slides(db)
+    counts = views.home_counts(db, user)
+    slides = views.home_slides(db, user)
 
 columns = st.columns(len(counts))
 for column, (name, value) in zip(columns, counts.items()):
@@ -21,7 +22,8 @@ st.subheader("Slides")
 if slides:
     table = pd.DataFrame(slides).drop(columns=["id"]).rename(columns={
         "case_id": "Slide", "scheme": "Label scheme", "diagnosis_group": "Group", "patches": "Fields",
-        "masks": "Masks", "cells": "Cells", "labelled_cells": "Labelled cells"})
+        "masks": "Masks", "cells": "Cells", "labelled_cells": "Labelled cells",
+        "my_reads": "Read by you"})
     st.dataframe(table, hide_index=True, key="home_slides")
 else:
     st.info("No slides yet. Import smear fields or labelled cells on the Import page, "
@@ -34,5 +36,7 @@ st.page_link("pages/3_Review.py", label="Review: label cells from the keyboard, 
 st.page_link("pages/4_Consensus.py", label="Consensus: settle disagreements between readers", icon=":material/handshake:")
 st.page_link("pages/5_Train.py", label="Train: retrain the segmenter or classifier", icon=":material/model_training:")
 st.page_link("pages/6_Dashboard.py", label="Dashboard: differential, dysplasia %, blasts, M:E", icon=":material/monitoring:")
-if user.is_admin:
+if policy.can(user, "readers_view"):
+    st.page_link("pages/8_Readers.py", label="Readers: each reader against gold cells", icon=":material/verified:")
+if policy.can(user, "user_manage"):
     st.page_link("pages/7_Admin.py", label="Admin: users, roles and label schemes", icon=":material/admin_panel_settings:")

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdsdys.accounts import admin, auth
+from mdsdys.accounts import admin, auth, setup
 from mdsdys.config import REPO_ROOT, Settings, load_settings
 from mdsdys.demo import study as demo
 from mdsdys.errors import MdsdysError
 from mdsdys.ingest import importer
 from mdsdys.jobs import queue
+from mdsdys.review import counting
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, load_scheme_file
 from mdsdys.store import check_integrity, connect
 from mdsdys.store.backup import backup_store, restore_store
@@ -53,17 +54,46 @@ class ProgressBar:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    """import-patches / import-cells / import-masks DIR --slide NAME."""
-    files = importer.files_in_folder(Path(args.dir))
+    """import-patches / import-cells / import-masks DIR|ZIP --slide NAME."""
+    files = importer.files_from_path(Path(args.dir), settings)
     bar = ProgressBar(f"Importing {args.dir}")
     kind = args.command.removeprefix("import-")
     with connect(settings.db_path) as db:
         report = importer.run_import(db, kind, args.slide, files, scheme_name=getattr(args, "scheme", None),
-                                   max_pixels=settings.max_image_pixels, progress=bar)
+                                   max_pixels=settings.max_image_pixels, progress=bar, settings=settings,
+                                   start_worker=not args.no_worker)
     for name, reason in report.skipped:
         print(f"error: {reason}", file=sys.stderr)
     print(report.summary())
+    if report.detection_job is not None:
+        print(f"Detection and proposals queued as job {report.detection_job}; the background worker runs it "
+              "and the Import page shows its progress.")
+    elif report.detection_note and kind != "cells":
+        print(report.detection_note)
     return 0 if report.ok else 1
+
+
+def cmd_import_slide(args: argparse.Namespace, settings: Settings) -> int:
+    """import-slide FILE --slide NAME: overview, reading zones, chosen fields, then detection queued."""
+    from mdsdys.ingest import slide_import
+    bar = ProgressBar(f"Importing {Path(args.file).name}")
+    with connect(settings.db_path) as db:
+        report, plan = slide_import.import_slide(settings, db, Path(args.file), args.slide, n_fields=args.fields,
+                                                 um_per_px=args.um_per_px, progress=bar,
+                                                 start_worker=not args.no_worker)
+    if args.json:
+        print(json.dumps({"slide": report.slide, "added": report.added, "duplicates": report.duplicates,
+                          "um_per_px": report.um_per_px, "scale_source": plan.scale_source, "job_id": report.job_id,
+                          "fields": [list(c.box) for c in plan.chosen], "expected_cells": plan.expected_cells,
+                          "seconds": report.seconds, "format": plan.info.format}))
+        return 0
+    if plan.scale_source == "assumed":
+        print(f"warning: {plan.info.file_name} has no resolution tags; fields were sized as if "
+              f"{plan.um_per_px:g} µm per px. Give --um-per-px, or set the scale on the Annotate page.", file=sys.stderr)
+    print(f"{plan.info.file_name} ({plan.info.format}, {plan.info.width} x {plan.info.height} px): "
+          f"{len(plan.chosen)} fields chosen in the monolayer, ~{plan.expected_cells:.0f} nucleated cells expected.")
+    print(report.summary())
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,6 +106,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Store: {settings.db_path}")
         for key, value in counts.items():
             print(f"  {key:10} {value}")
+    return 0
+
+
+def cmd_count(args: argparse.Namespace, settings: Settings) -> int:
+    """Print where a slide's count stands (issue 17): each lineage's 10% call and the blast band, from the human labels."""
+    with connect(settings.db_path) as db:
+        slide = find_slide(db, args.slide)
+        if slide is None:
+            raise MdsdysError(f"There is no slide {args.slide!r}; 'mdsdys status' counts the slides stored.")
+        states = counting.slide_states(db, system_user(db), slide.id)
+    rows = counting.state_rows(states)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"  {row['count']:15} {row['cells']:6} cells  {row['95% sequence']:>12}  {row['state']}")
     return 0
 
 
@@ -102,7 +148,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     check_integrity(settings.db_path)
     with connect(settings.db_path) as db:
         ensure_default_scheme(db)
-    return _run_streamlit(args.port, os.environ.copy())
+        token = setup.issue_setup_token(db)
+    if token:
+        print(f"No accounts yet. Create the admin in the browser with this one-time setup token: {token}\n"
+              "(or stop the app and run 'mdsdys create-user NAME --role admin').")
+    return _run_streamlit(args.address, args.port, os.environ.copy())
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,16 +172,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print("Training the demo's first segmenter and classifier in the background; see the Train page.")
     if args.no_serve:
         return 0
-    return _run_streamlit(args.port, env)
+    return _run_streamlit(args.address, args.port, env)
 
 
-def _run_streamlit(port: int, env: dict[str, str]) -> int:
+def _run_streamlit(address: str, port: int, env: dict[str, str]) -> int:
     app = REPO_ROOT / "app.py"
     if not app.exists():
         raise MdsdysError(f"Cannot find {app}; install from a checkout with 'pip install -e .'.")
-    print(f"Open http://localhost:{port} in your browser (Ctrl+C stops the app).")
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    shown = "localhost" if address in ("127.0.0.1", "localhost") else address
+    print(f"Open http://{shown}:{port} in your browser (Ctrl+C stops the app).")
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine can open the login page", address)
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     return subprocess.call(command, cwd=REPO_ROOT, env=env)
 
 
@@ -213,13 +266,14 @@ def _slide_id(db: Any, name: str) -> int:
 
 
 def cmd_segment(args: argparse.Namespace, settings: Settings) -> int:
-    """Detect the cells of a slide with the active segmenter (read cells are kept)."""
+    """Detect the cells of a slide with the store's segmenter or the starter, whichever suits it (read cells are kept)."""
+    from mdsdys.registry.starter import segmenter_for_slide
     from mdsdys.segment import detect
     with connect(settings.db_path) as db:
-        record = active_model(db, "segmenter")
-        if record is None:
-            raise MdsdysError("No segmenter yet: run 'mdsdys train segmenter' first.")
-        summary = detect.segment_slide(db, _slide_id(db, args.slide), record, ProgressBar(f"Segmenting {args.slide}"))
+        slide_id = _slide_id(db, args.slide)
+        chosen = segmenter_for_slide(db, settings, slide_id)
+        print(f"Using {chosen.record.version}: {chosen.reason}.")
+        summary = detect.segment_slide(db, slide_id, chosen.record, ProgressBar(f"Segmenting {args.slide}"))
     print(f"Slide {args.slide}: {summary['cells']} nuclei found; {summary['added']} cells added, "
           f"{summary['removed']} unread cells replaced; nucleus diameter {summary['diameter']:.1f} px"
           + (" (estimated)" if summary["diameter_estimated"] else "") + ".")
@@ -266,6 +320,12 @@ def cmd_eval_classifier(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _address_option(parser: argparse.ArgumentParser) -> None:
+    # This machine only by default (issue 15, item 22): serving a lab network is a choice to make.
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="mdsdys", description="Find dysplastic cells in bone-marrow smears.")
@@ -277,25 +337,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generator seed for the synthetic study")
     p.add_argument("--home", help="folder for the demo's store and models (default: ./demo)")
     p.add_argument("--no-serve", action="store_true", help="only build the demo study")
+    _address_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="start the app on the configured store")
     p.add_argument("--port", type=int, default=8501)
+    _address_option(p)
     p.set_defaults(func=cmd_serve)
 
     for name, what in (("import-patches", "smear field images"),
                        ("import-cells", "single-cell images, one folder per class"),
                        ("import-masks", "images/ plus masks/ pairs")):
-        p = sub.add_parser(name, help=f"import {what} from a folder into a slide")
-        p.add_argument("dir")
+        p = sub.add_parser(name, help=f"import {what} from a folder or a .zip into a slide")
+        p.add_argument("dir", help="a folder, or a .zip of one (same limits as a browser upload)")
         p.add_argument("--slide", required=True, help="slide (case) name; created if new")
+        p.add_argument("--no-worker", action="store_true",
+                       help="queue detection without starting a background worker (run 'mdsdys worker' yourself)")
         if name == "import-cells":
             p.add_argument("--scheme", help="label scheme; an unknown name is created from the folder names")
         p.set_defaults(func=cmd_import)
 
+    p = sub.add_parser("import-slide", help="import a whole-slide scan: choose fields in its monolayer, queue detection")
+    p.add_argument("file", help="the scan: .svs, .ndpi, .mrxs, .scn, tiled or pyramidal .tif, ...")
+    p.add_argument("--slide", required=True, help="slide (case) name; created if new")
+    p.add_argument("--fields", type=int, help="take this many fields (default: enough for 500 nucleated cells)")
+    p.add_argument("--um-per-px", type=float, help="the scan's µm per pixel, when its file does not say")
+    p.add_argument("--no-worker", action="store_true", help="queue detection but do not start the worker")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    p.set_defaults(func=cmd_import_slide)
+
     p = sub.add_parser("status", help="print counts of what is stored")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("count", help="where a slide's count stands: each lineage's 10% call and the blast band")
+    p.add_argument("--slide", required=True, help="slide (case) name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("create-user", help="create an account (the first one should be an admin)")
     p.add_argument("username")

@@ -87,3 +87,27 @@ class WrongModelError(CheckpointError):
 
 class PromotionRefused(MdsdysError):
     """A promotion the gate refused; the message gives both scores."""
+
+
+class ConflictError(MdsdysError):
+    """Someone else changed the record while this user was looking at it; nothing was saved."""
+
+
+class WeakPasswordError(MdsdysError):
+    """A new password that is too short, too common or derived from the user name; the message says which."""
+
+
+class BadUsernameError(MdsdysError):
+    """A new user name that is malformed, reserved for the app, or looks like an existing account."""
+
+
+class LastAdminError(PermissionDeniedError):
+    """A change that would leave no active admin: promote another account to admin first."""
+
+
+class ReadFrozenError(MdsdysError):
+    """A blind read that its reader may no longer change: they have seen another reader's read of the cell."""
+
+
+class SlideFormatError(MdsdysError):
+    """A whole-slide file OpenSlide cannot read: an unsupported format, or a damaged file (the message names it)."""

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdsdys.errors import SchemeError
 
-# Keys the Review page binds to actions (accept, skip, undo, heatmap), plus "c" and "r",
-# which Streamlit reserves; a class hotkey must not take one of them.
-ACTION_KEYS = frozenset({"a", "s", "u", "h", "c", "r"})
+# Keys the Review page binds to actions (accept, skip, undo, heatmap, x = can't assess), plus "c"
+# and "r", which Streamlit reserves; a class hotkey must not take one of them.
+ACTION_KEYS = frozenset({"a", "s", "u", "h", "x", "c", "r"})
+CANT_ASSESS_KEY = "x"  # issue 17: a read that the cell cannot be assessed
+# That read's code, reserved in every scheme, with the reason as its one tag. Such cells leave every
+# count and every training set, and are counted per slide on their own.
+UNASSESSABLE = "UNASSESSABLE"
+UNASSESSABLE_REASONS = {"debris": "debris", "overlap": "overlapping cells", "out_of_focus": "out of focus",
+                        "broken_cell": "broken cell"}
 DIAGNOSTIC_LINEAGES = ("erythroid", "granulocytic", "megakaryocytic")
 _PALETTE = (
     "#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#2ca02c", "#bcbd22",
@@ -75,6 +83,12 @@ _PAPER_CLASSES = (
     ("OT", "others (lymphocytes, plasma cells, monocytes, debris)", "other", None),
 )
 DEFAULT_SCHEME_NAME = "mds8"
+# Every page, outline and report reads a colour as #rrggbb (report.summary._hex_rgb), so only that is accepted.
+_HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# A scheme of 30 classes is ~5 kB; 256 kB and 32 levels leave room for any real one, and refuse
+# files built to exhaust the parser (json and tomllib recurse per level: RecursionError at ~1000).
+MAX_SCHEME_BYTES = 256 * 1024
+MAX_SCHEME_DEPTH = 32
 
 
 def default_scheme() -> LabelScheme:
@@ -95,9 +109,14 @@ def validate_scheme(scheme: LabelScheme) -> LabelScheme:
         raise SchemeError("A label scheme needs a non-empty name.")
     if len(scheme.classes) < 2:
         raise SchemeError(f"Scheme {scheme.name!r} needs at least two classes.")
+    # Case-insensitive: folder matching on import and Streamlit's shortcuts ignore case.
     _require_unique([c.code for c in scheme.classes], "class code", scheme.name)
+    if any(c.code == UNASSESSABLE for c in scheme.classes):
+        raise SchemeError(f"Scheme {scheme.name!r}: the code {UNASSESSABLE} is kept for can't-assess reads; rename it.")
     _require_unique([c.hotkey for c in scheme.classes], "hotkey", scheme.name)
     for label_class in scheme.classes:
+        _check_code(label_class.code, scheme.name)
+        _check_color(label_class, scheme.name)
         if not label_class.lineage.strip():
             raise SchemeError(f"Class {label_class.code!r} in scheme {scheme.name!r} has no lineage; add one.")
         key = label_class.hotkey
@@ -114,11 +133,32 @@ def validate_scheme(scheme: LabelScheme) -> LabelScheme:
 
 
 def _require_unique(values: list[str], what: str, scheme_name: str) -> None:
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for value in values:
-        if value in seen:
-            raise SchemeError(f"Scheme {scheme_name!r} uses the {what} {value!r} twice; each must be unique.")
-        seen.add(value)
+        if value.casefold() in seen:
+            first = seen[value.casefold()]
+            twice = repr(value) if first == value else f"{first!r} and {value!r}"
+            raise SchemeError(f"Scheme {scheme_name!r} uses the {what} {twice} twice (case is ignored); "
+                              "each must be unique.")
+        seen[value.casefold()] = value
+
+
+def _check_code(code: str, scheme_name: str) -> None:
+    """Refuse blank codes, control characters (the store joins codes with \\x1f) and path separators."""
+    bad = [ch for ch in code if unicodedata.category(ch)[0] == "C" or ch in "/\\"]
+    if not code.strip() or bad:
+        raise SchemeError(
+            f"Class code {code!r} in scheme {scheme_name!r} is blank or holds control characters or '/'; "
+            "use letters, digits and simple punctuation (e.g. ED)."
+        )
+
+
+def _check_color(label_class: LabelClass, scheme_name: str) -> None:
+    if not _HEX_COLOR.match(label_class.color):
+        raise SchemeError(
+            f"Colour {label_class.color!r} of class {label_class.code!r} in scheme {scheme_name!r} is not a hex "
+            "colour; write it as #rrggbb, e.g. #d62728."
+        )
 
 
 def scheme_from_mapping(data: Mapping[str, object]) -> LabelScheme:
@@ -181,7 +221,7 @@ _LINEAGE_HINTS = {
     "megakaryo": "megakaryocytic", "platelet": "megakaryocytic",
     "blast": "blast",
 }
-_HOTKEYS = "1234567890bdefgijklmnopqtvwxyz"
+_HOTKEYS = "1234567890bdefgijklmnopqtvwyz"  # no action key (ACTION_KEYS)
 
 
 def scheme_from_folders(name: str, folder_names: Iterable[str]) -> LabelScheme:
@@ -208,12 +248,45 @@ def _guess_lineage(folder: str) -> str:
 
 def parse_scheme_bytes(data: bytes, name: str) -> LabelScheme:
     """Parse an uploaded .json or .toml scheme file."""
+    if len(data) > MAX_SCHEME_BYTES:
+        raise SchemeError(f"Scheme file {name} is {len(data) / 1024:.0f} kB; the limit is "
+                          f"{MAX_SCHEME_BYTES // 1024} kB. A scheme lists its classes; remove anything else.")
     try:
         text = data.decode("utf-8")
+        _check_depth(text, name)
         parsed = tomllib.loads(text) if name.lower().endswith(".toml") else json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SchemeError(f"Cannot read scheme file {name}: {exc}") from exc
+    except RecursionError as exc:  # a backstop: _check_depth should have refused the file first
+        raise SchemeError(f"Scheme file {name} nests too deeply to read.") from exc
     try:
         return scheme_from_mapping(parsed)
     except SchemeError as exc:
         raise SchemeError(f"{name}: {exc}") from exc
+
+
+def _check_depth(text: str, name: str) -> None:
+    """Refuse text whose brackets nest deeper than MAX_SCHEME_DEPTH, before any parser recurses on it.
+
+    Counts [ and { outside quoted strings and # comments. It is a cheap approximation (TOML's
+    triple-quoted strings can fool it), so parse_scheme_bytes also catches RecursionError.
+    """
+    depth, quote, comment, after_backslash = 0, "", False, False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if ch == quote and not after_backslash:
+                quote = ""
+            after_backslash = quote == '"' and ch == "\\" and not after_backslash
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_SCHEME_DEPTH:
+                raise SchemeError(f"Scheme file {name} nests more than {MAX_SCHEME_DEPTH} levels deep; a scheme "
+                                  "needs two (a list of classes, each a table). Check the file.")
+        elif ch in "]}":
+            depth = max(depth - 1, 0)

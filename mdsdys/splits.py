@@ -6,6 +6,10 @@
   cells (it only picks the epoch and the temperature, so a shared patient there does not flatter
   the reported test metrics).
 - One slide: stratified by cell, and `Split.kind` says so.
+- A retrain keeps the active model's test cells as they are (frozen, so both models are compared
+  on the same cells), never adds their slides' other cells (issue 14: a second slide's reads once
+  moved all 192 training cells of the first slide into the test set), and adds a stratified share
+  of the cells neither model has seen, so the test set grows with the labels.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SPLIT_KINDS = ("by-slide", "test-by-slide", "by-cell", "frozen-test")
+# Whole slides are held out only while training keeps at least half the cells: one big slide and one
+# small one must not become a test set of the big one and a model trained on the small one (issue 14).
+MIN_TRAIN_SHARE = 0.5
 _TRIALS = 300  # random slide orders tried; plenty for tens of slides, instant for hundreds
 
 
@@ -31,40 +38,48 @@ class Split:
 
 
 def split_samples(codes: Sequence[str], groups: Sequence[str], val_fraction: float, test_fraction: float,
-                  seed: int, frozen_test: np.ndarray | None = None) -> Split:
+                  seed: int, frozen_test: np.ndarray | None = None, seen: np.ndarray | None = None) -> Split:
     """Split samples with these class codes and slide groups; deterministic for a seed.
 
     `frozen_test`: (N,) bool, samples that must be in the test split (issue 6 compares models on
-    the same test cells); with several slides, their slides' other cells join them.
+    the same test cells). `seen`: (N,) bool, samples the active model trained or validated on;
+    a stratified test_fraction of the samples that are neither joins the test split.
     """
     rng = np.random.default_rng(seed)
     codes, groups = np.asarray(codes), np.asarray(groups)
     distinct = sorted(set(groups.tolist()))
     if frozen_test is not None and frozen_test.any():
-        return _frozen(codes, groups, np.asarray(frozen_test, dtype=bool), val_fraction, rng, len(distinct) > 1)
+        frozen = np.asarray(frozen_test, dtype=bool)
+        new = None if seen is None else ~frozen & ~np.asarray(seen, dtype=bool)
+        return _frozen(codes, frozen, val_fraction, test_fraction, rng, new)
     if len(distinct) >= 3:
         train, val, test = _by_group(codes, groups, distinct, (val_fraction, test_fraction), rng)
-        return Split(train, val, test, "by-slide")
-    if len(distinct) == 2:
+        if train.size >= MIN_TRAIN_SHARE * codes.size:
+            return Split(train, val, test, "by-slide")
+    elif len(distinct) == 2:
         rest, test = _by_group(codes, groups, distinct, (test_fraction,), rng)
-        train, val = _stratified(codes, rest, (val_fraction / (1 - test_fraction),), rng)
-        return Split(train, val, test, "test-by-slide")
+        if rest.size >= MIN_TRAIN_SHARE * codes.size:
+            train, val = _stratified(codes, rest, (val_fraction / (1 - test_fraction),), rng)
+            return Split(train, val, test, "test-by-slide")
+    # One slide, or whole slides that would leave training less than half the cells: by cell.
     train, val, test = _stratified(codes, np.arange(codes.size), (val_fraction, test_fraction), rng)
     return Split(train, val, test, "by-cell")
 
 
-def _frozen(codes: np.ndarray, groups: np.ndarray, frozen: np.ndarray, val_fraction: float,
-            rng: np.random.Generator, by_slide: bool) -> Split:
-    """Test = the frozen cells (and their slides when splitting by slide); validation from the rest."""
-    test = frozen | np.isin(groups, np.unique(groups[frozen])) if by_slide else frozen
+def _frozen(codes: np.ndarray, frozen: np.ndarray, val_fraction: float, test_fraction: float,
+            rng: np.random.Generator, new: np.ndarray | None) -> Split:
+    """Test = the frozen cells plus a stratified share of the `new` (never seen) cells; validation from the rest.
+
+    The frozen cells' slides keep their other cells for training: only cells go to test, never a
+    slide's training cells wholesale.
+    """
+    test = frozen.copy()
+    if new is not None and new.any():
+        _, new_test = _stratified(codes, np.flatnonzero(new), (test_fraction,), rng)
+        test[new_test] = True
     rest = np.flatnonzero(~test)
-    rest_groups = sorted(set(groups[rest].tolist()))
     share = val_fraction / max(1e-9, rest.size / codes.size)
-    if len(rest_groups) >= 2:
-        local_train, local_val = _by_group(codes[rest], groups[rest], rest_groups, (share,), rng)
-        train, val = rest[local_train], rest[local_val]
-    else:
-        train, val = _stratified(codes, rest, (share,), rng)
+    train, val = _stratified(codes, rest, (min(share, 0.5),), rng)
     return Split(train, val, np.flatnonzero(test), "frozen-test")
 
 

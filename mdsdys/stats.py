@@ -10,7 +10,8 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -233,14 +234,265 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per class: our figure beside the paper's for each Table 3 metric."""
+# ---------------------------------------------------------------- intervals and "too few" (issue 14)
+
+# Below this many cells in a metric's denominator (positives for sensitivity, F1, AUC and AP;
+# negatives for specificity and AUC) no number is shown: a 95% interval on fewer than 10 cells
+# spans most of [0, 1], so the point value misleads more than it informs.
+MIN_CELLS_TO_ESTIMATE = 10
+TOO_FEW = "too few cells to estimate"
+BOOTSTRAP_RESAMPLES = 400  # percentile intervals settle to ~0.01 by 400 resamples on a few hundred cells
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric with its n and 95% interval; value None means too few cells to estimate."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int  # the cells the metric rests on (its denominator)
+    method: str  # "wilson", "bootstrap" or "too few"
+
+    def text(self, digits: int = 3) -> str:
+        """'0.912 (0.850-0.951), n=120', or 'too few cells to estimate (n=4)'."""
+        if self.value is None:
+            return f"{TOO_FEW} (n={self.n})"
+        if self.low is None or self.high is None:
+            return f"{self.value:.{digits}f}, n={self.n}"
+        return f"{self.value:.{digits}f} ({self.low:.{digits}f}-{self.high:.{digits}f}), n={self.n}"
+
+
+def too_few(n: int) -> Estimate:
+    """The estimate shown instead of a number below MIN_CELLS_TO_ESTIMATE."""
+    return Estimate(None, None, None, int(n), "too few")
+
+
+def proportion_estimate(k: int, n: int, minimum: int = MIN_CELLS_TO_ESTIMATE) -> Estimate:
+    """k of n with its Wilson 95% interval (the closed form for a proportion)."""
+    if n < minimum:
+        return too_few(n)
+    low, high = wilson_interval(int(k), int(n))
+    return Estimate(k / n, low, high, int(n), "wilson")
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, strata: np.ndarray | None = None,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile 95% interval of statistic(indices) over bootstrap resamples of range(n).
+
+    With `strata` ((n,) labels), each resample keeps every stratum's size (a class-stratified
+    bootstrap, so a rare class never vanishes from a resample). Resamples whose statistic is NaN
+    are dropped; (None, None) when fewer than half survive.
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    values = []
+    for _ in range(resamples):
+        picked = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups if g.size])
+        value = statistic(picked)
+        if not math.isnan(value):
+            values.append(value)
+    if len(values) < resamples / 2:
+        return None, None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_estimate(statistic: Callable[[np.ndarray], float], n: int, n_shown: int,
+                       strata: np.ndarray | None = None, minimum: int = MIN_CELLS_TO_ESTIMATE,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Estimate:
+    """statistic over all n items with a bootstrap interval; too few when n_shown < minimum."""
+    if n_shown < minimum:
+        return too_few(n_shown)
+    value = statistic(np.arange(n))
+    if math.isnan(value):
+        return too_few(n_shown)
+    low, high = bootstrap_interval(statistic, n, strata, resamples, seed)
+    return Estimate(float(value), low, high, int(n_shown), "bootstrap")
+
+
+def table3_estimates(y_true: np.ndarray, proba: np.ndarray, codes: Sequence[str],
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, dict[str, Estimate]]:
+    """Table 3 per class with n and 95% intervals: Wilson for proportions, a stratified bootstrap for AUC, F1, AP."""
+    y_true, proba = np.asarray(y_true, dtype=np.int64), np.asarray(proba, dtype=np.float64)
+    y_pred = proba.argmax(1) if y_true.size else np.zeros(0, np.int64)
+    result = {}
+    for k, code in enumerate(codes):
+        pos, pred = y_true == k, y_pred == k
+        tp, fp = int(np.sum(pos & pred)), int(np.sum(~pos & pred))
+        fn, tn = int(np.sum(pos & ~pred)), int(np.sum(~pos & ~pred))
+        n_pos, n_neg = tp + fn, tn + fp
+        scores = proba[:, k] if y_true.size else np.zeros(0)
+        both = min(n_pos, n_neg)
+        result[code] = {
+            "sensitivity": proportion_estimate(tp, n_pos), "specificity": proportion_estimate(tn, n_neg),
+            "ppv": proportion_estimate(tp, tp + fp), "npv": proportion_estimate(tn, tn + fn),
+            # One-against-the-rest accuracy on a rare class is mostly the negatives: it needs positives too.
+            "accuracy": (proportion_estimate(tp + tn, y_true.size) if n_pos >= MIN_CELLS_TO_ESTIMATE
+                         else too_few(n_pos)),
+            "auc": bootstrap_estimate(lambda i: roc_auc(pos[i], scores[i]), y_true.size, both, pos, resamples=resamples,
+                                      seed=seed),
+            "f1": bootstrap_estimate(lambda i: _ratio(2 * np.sum(pos[i] & pred[i]),
+                                                      np.sum(pos[i]) + np.sum(pred[i])),
+                                     y_true.size, n_pos, pos, resamples=resamples, seed=seed),
+            "ap": bootstrap_estimate(lambda i: average_precision(pos[i], scores[i]), y_true.size, n_pos, pos,
+                                     resamples=resamples, seed=seed),
+        }
+    return result
+
+
+def macro_f1_estimate(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Estimate:
+    """macro-F1 with a class-stratified bootstrap interval; n = cells scored."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return bootstrap_estimate(lambda i: macro_f1(y_true[i], y_pred[i], n_classes), y_true.size, y_true.size,
+                              y_true, resamples=resamples, seed=seed)
+
+
+def kappa_estimate(a: Sequence[Hashable], b: Sequence[Hashable], labels: Sequence[Hashable] | None = None,
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Estimate:
+    """Cohen's kappa of paired reads with a bootstrap 95% interval over the pairs (no closed form fits rare classes)."""
+    a_arr, b_arr = np.asarray(list(a), dtype=object), np.asarray(list(b), dtype=object)
+    labels = list(labels) if labels is not None else sorted(set(a_arr.tolist()) | set(b_arr.tolist()), key=str)
+    return bootstrap_estimate(lambda i: cohen_kappa(a_arr[i].tolist(), b_arr[i].tolist(), labels), a_arr.size,
+                              a_arr.size, resamples=resamples, seed=seed)
+
+
+def agreement_estimate(a: Sequence[Hashable], b: Sequence[Hashable]) -> Estimate:
+    """Raw agreement of paired reads with its Wilson 95% interval."""
+    if len(a) != len(b):
+        raise ValueError(f"agreement_estimate needs paired labels; got {len(a)} and {len(b)}.")
+    return proportion_estimate(sum(x == y for x, y in zip(a, b)), len(a))
+
+
+# Our per-class figures sit beside the paper's only when they rest on this many positives and
+# negatives: the paper's come from 806 test cells, and a comparison on fewer cells says nothing.
+MIN_CELLS_FOR_PAPER = 30
+
+
+def table3_rows(estimates: dict[str, dict[str, Estimate]]) -> list[dict[str, Any]]:
+    """One row per class: each Table 3 metric with its n and 95% interval, or "too few cells to estimate".
+
+    The paper's figure follows ours only where ours rests on MIN_CELLS_FOR_PAPER positives and negatives.
+    """
     rows = []
-    for code, ours in report["per_class"].items():
-        row = {"class": code}
-        for key in ("sensitivity", "specificity", "auc", "accuracy", "ppv", "npv", "f1", "ap"):
-            row[key] = None if ours.get(key) is None else round(float(ours[key]), 3)
-            if code in PAPER_TABLE3:
+    for code, ours in estimates.items():
+        positives, negatives = ours["sensitivity"].n, ours["specificity"].n
+        row: dict[str, Any] = {"class": code, "positives": positives, "negatives": negatives}
+        beside = code in PAPER_TABLE3 and min(positives, negatives) >= MIN_CELLS_FOR_PAPER
+        for key in TABLE3:
+            row[key] = ours[key].text()
+            if beside:
                 row[f"paper {key}"] = PAPER_TABLE3[code][key]
         rows.append(row)
     return rows
+
+
+def paper_note(estimates: dict[str, dict[str, Estimate]]) -> str:
+    """Why the paper's figures are or are not shown beside ours."""
+    shown = [c for c, ours in estimates.items() if c in PAPER_TABLE3
+             and min(ours["sensitivity"].n, ours["specificity"].n) >= MIN_CELLS_FOR_PAPER]
+    if not shown:
+        return (f"The paper's Table 3 is not shown: no class has {MIN_CELLS_FOR_PAPER} positive and negative test "
+                "cells here, so a comparison would say nothing.")
+    return (f"The paper's Table 3 (806 test cells) is shown beside classes with at least {MIN_CELLS_FOR_PAPER} "
+            f"positive and negative cells here: {', '.join(shown)}.")
+
+
+# --- Agreement that survives rare classes (issue 17) ----------------------------------------------
+# These return None, not NaN, where the statistic is not defined (fewer than two categories, no item
+# with two reads, no spread): the pages print None as "not defined", never as a number.
+
+
+def rating_table(ratings: Sequence[Sequence[Hashable | None]], categories: Sequence[Hashable]) -> np.ndarray:
+    """(N items, C categories) int counts of how many readers put each item in each category; None = no read."""
+    index = {c: j for j, c in enumerate(categories)}
+    table = np.zeros((len(ratings), len(categories)), dtype=np.int64)
+    for i, item in enumerate(ratings):
+        for rating in item:
+            if rating is not None:
+                if rating not in index:
+                    raise ValueError(f"rating {rating!r} is not one of the categories {list(categories)}.")
+                table[i, index[rating]] += 1
+    return table
+
+
+def _pairwise_agreement(table: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Mean over items read at least twice of the share of reader pairs that agree; the items used."""
+    table = np.asarray(table, dtype=np.float64)
+    per_item = table.sum(axis=1)
+    used = per_item >= 2
+    if not used.any() or table.shape[1] < 2:
+        return None
+    agree = (table[used] * (table[used] - 1)).sum(axis=1) / (per_item[used] * (per_item[used] - 1))
+    return float(agree.mean()), used
+
+
+def fleiss_kappa(table: np.ndarray) -> float | None:
+    """Fleiss' kappa (Fleiss 1971) of an (N, C) rating table, for three or more readers per item.
+
+    Items with fewer than two reads are left out; with equal reads per item this is Fleiss's formula.
+    None when undefined: no item read twice, fewer than two categories, or every read in one class.
+    """
+    pairwise = _pairwise_agreement(table)
+    if pairwise is None:
+        return None
+    observed, used = pairwise
+    used_table = np.asarray(table, dtype=np.float64)[used]
+    shares = used_table.sum(axis=0) / used_table.sum()
+    expected = float(np.sum(shares ** 2))
+    return (observed - expected) / (1 - expected) if expected < 1 - 1e-12 else None
+
+
+def gwet_ac1(table: np.ndarray) -> float | None:
+    """Gwet's AC1 (Gwet 2008; Handbook of Inter-Rater Reliability 2014, ch. 2 and 4) of an (N, C) rating table.
+
+    Chance agreement is sum_k pi_k (1 - pi_k) / (C - 1), which stays small when one class is rare,
+    so AC1 does not collapse where kappa does (the kappa paradox). Any number of readers per item.
+    None when undefined: no item read twice or fewer than two categories.
+    """
+    pairwise = _pairwise_agreement(table)
+    if pairwise is None:
+        return None
+    observed, _ = pairwise
+    table = np.asarray(table, dtype=np.float64)
+    read = table.sum(axis=1) > 0
+    shares = (table[read] / table[read].sum(axis=1, keepdims=True)).mean(axis=0)
+    expected = float(np.sum(shares * (1 - shares))) / (table.shape[1] - 1)
+    return (observed - expected) / (1 - expected)
+
+
+def icc_agreement(scores: np.ndarray) -> float | None:
+    """ICC(A,1) of McGraw & Wong (1996), the same as Shrout & Fleiss's (1979) ICC(2,1).
+
+    Two-way random effects, absolute agreement, single reader: how far one reader's number (e.g.
+    a slide's dysplasia %) can be taken for another's. `scores`: (n slides, k readers) float; slides
+    with a missing (NaN) score are dropped. None with fewer than two slides or readers, or no spread.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    x = x[~np.isnan(x).any(axis=1)] if x.ndim == 2 else x
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        return None
+    n, k = x.shape
+    grand = x.mean()
+    msr = k * np.sum((x.mean(axis=1) - grand) ** 2) / (n - 1)  # between slides
+    msc = n * np.sum((x.mean(axis=0) - grand) ** 2) / (k - 1)  # between readers
+    residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand
+    mse = np.sum(residual ** 2) / ((n - 1) * (k - 1))
+    denominator = msr + (k - 1) * mse + k * (msc - mse) / n
+    return float((msr - mse) / denominator) if denominator > 1e-15 else None
+
+
+def bland_altman(a: Sequence[float], b: Sequence[float], z: float = 1.96) -> dict[str, float] | None:
+    """Bland & Altman (1986): bias (mean of a - b), SD of the differences and the limits bias -/+ z SD.
+
+    None with fewer than two pairs. Bland & Altman's own worked example uses z = 2.
+    """
+    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"bland_altman needs paired values; got {a_arr.size} and {b_arr.size}.")
+    if a_arr.size < 2:
+        return None
+    diff = a_arr - b_arr
+    bias, sd = float(diff.mean()), float(diff.std(ddof=1))
+    return {"n": int(diff.size), "bias": bias, "sd": sd, "low": bias - z * sd, "high": bias + z * sd}

@@ -48,11 +48,23 @@ with st.sidebar:
             st.success(saved)
         with st.form("annotate_scale"):
             diameter = st.number_input("Nucleus diameter (px)", *scale.DIAMETER_RANGE,
-                                       value=float(slide_scale.diameter_px or 24.0), step=0.5, key="annotate_diameter")
+                                       value=float(slide_scale.diameter_px or 24.0), step=0.5,
+                                       key=f"annotate_diameter_{slide_id}")  # per slide: never carries over
             if st.form_submit_button("Set the slide's scale"):
                 try:
                     job = scale.set_slide_diameter(ui.settings(), user, slide_id, diameter)
                     st.session_state["annotate_scale_saved"] = f"Saved {diameter:g} px." + (
+                        " Unread cells on this slide are being re-detected." if job else "")
+                    st.rerun()
+                except MdsdysError as exc:
+                    ui.show_error(exc)
+        with st.form("annotate_um"):  # sizes in µm need it; scans bring their own (issue 18)
+            um = st.number_input("µm per pixel (the camera's pixel size / the objective)", *scale.UM_PER_PX_RANGE,
+                                 value=float(slide_scale.um_per_px or 0.1), step=0.005, format="%.3f", key="annotate_um")
+            if st.form_submit_button("Set µm per pixel"):
+                try:
+                    job = scale.set_slide_um_per_px(ui.settings(), user, slide_id, um)
+                    st.session_state["annotate_scale_saved"] = f"Saved {um:g} µm per pixel." + (
                         " Unread cells on this slide are being re-detected." if job else "")
                     st.rerun()
                 except MdsdysError as exc:

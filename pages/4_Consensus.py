@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
+from mdsdys import stats
 from mdsdys.app import ui, views
 from mdsdys.errors import MdsdysError
+from mdsdys.schemes import UNASSESSABLE, UNASSESSABLE_REASONS
 from mdsdys.report import charts
 from mdsdys.review import agreement, consensus, explain
 from mdsdys.review import reads as review
@@ -36,20 +38,59 @@ def agreement_view(user, slide) -> None:
         ui.show_error(exc)
         return
     overall = result["overall"]
-    metrics = st.columns(3)
-    metrics[0].metric("Cohen's kappa", "n/a" if overall["kappa"] is None else f"{overall['kappa']:.2f}")
-    metrics[1].metric("Raw agreement", "n/a" if overall["agreement"] is None else f"{overall['agreement']:.0%}")
-    metrics[2].metric("Cells both read", overall["n"])
-    rows = [{"group": f"lineage: {k}", **v} for k, v in result["per_lineage"].items()]
-    rows += [{"group": f"class: {k} vs rest", **v} for k, v in result["per_class"].items()]
-    rows += [{"group": f"{name} vs consensus", **v} for name, v in versus.items()]
-    rows += [{"group": "model vs final labels (CellaVision: kappa 0.52)", **{k: model[k] for k in ("kappa", "agreement", "n")}}]
+    metrics = st.columns(4)
+    metrics[0].metric("Cohen's kappa (95% CI)", overall["kappa (95% CI)"])
+    metrics[1].metric("Gwet's AC1", _defined(overall["ac1"]),
+                      help="Chance-corrected like kappa, but it does not collapse when a class is rare.")
+    metrics[2].metric("Raw agreement (95% CI)", overall["agreement (95% CI)"])
+    metrics[3].metric("Cells both read", overall["n"])
+    shown = ("n", "kappa (95% CI)", "ac1", "agreement (95% CI)")
+    rows = [{"group": f"lineage: {k}", **{c: v.get(c) for c in shown}} for k, v in result["per_lineage"].items()]
+    rows += [{"group": f"class: {k} vs rest", **{c: v.get(c) for c in shown}} for k, v in result["per_class"].items()]
+    rows += [{"group": f"{name} vs consensus", **{c: v.get(c) for c in shown}} for name, v in versus.items()]
+    rows += [{"group": "model vs human labels (CellaVision: kappa 0.52)", **{c: model.get(c) for c in shown}}]
+    for row in rows:
+        row["ac1"] = _defined(row.get("ac1"))
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="agree_table")
+    st.caption(f"Kappa intervals are bootstrap, agreement intervals Wilson; below {stats.MIN_CELLS_TO_ESTIMATE} "
+               "cells no number is shown.")
     st.plotly_chart(charts.confusion_heatmap(result["confusion"], result["codes"],
                                              f"{names[reader_a]} (rows) x {names[reader_b]} (columns)"),
                     key="agree_confusion")
     st.write("**Decision-level agreement per slide** (each reader's own reads)")
     st.dataframe(pd.DataFrame(decisions), hide_index=True, key="agree_decisions")
+    panel_and_slide_agreement(user, scheme, slide_id, [reader_a, reader_b], names)
+
+
+def _defined(value) -> str:
+    """A statistic for display: 'not defined' where it has no value (one class, no cells)."""
+    return "not defined" if value is None else f"{value:.2f}"
+
+
+def panel_and_slide_agreement(user, scheme: str, slide_id, pair: list[int], names: dict) -> None:
+    """Fleiss' kappa for cells with three or more readers; ICC and Bland-Altman of the readers' dysplasia %."""
+    with ui.store() as db:
+        panel = agreement.panel_agreement(db, user, scheme, slide_id)
+        per_lineage = agreement.slide_percent_agreement(db, user, pair, scheme)
+    st.write("**All readers of each cell**")
+    cols = st.columns(3)
+    cols[0].metric("Fleiss' kappa (3+ readers)", _defined(panel["fleiss_kappa"]),
+                   help=f"{panel['cells_read_by_three']} cells read by three or more readers.")
+    cols[1].metric("AC1 (3+ readers)", _defined(panel["ac1_panel"]))
+    cols[2].metric("AC1 (every cell read twice)", _defined(panel["ac1_all"]),
+                   help=f"{panel['cells_read_twice']} cells read by two or more readers.")
+    st.write(f"**Slide-level dysplasia %: {names[pair[0]]} and {names[pair[1]]}** "
+             "(ICC(A,1), absolute agreement of one reader's % with another's, across slides)")
+    st.dataframe(pd.DataFrame([{"lineage": lineage, "slides both read": v["slides"], "ICC(A,1)": _defined(v["icc"]),
+                                "bias (pts)": _defined((v.get("bland_altman") or {}).get("bias")),
+                                "95% limits (pts)": "not defined" if not v.get("bland_altman") else
+                                f"{v['bland_altman']['low']:.1f} to {v['bland_altman']['high']:.1f}"}
+                               for lineage, v in per_lineage.items()]), hide_index=True, key="agree_icc")
+    for lineage, v in per_lineage.items():
+        if v.get("bland_altman"):
+            st.plotly_chart(charts.bland_altman_figure(v["points"], v["bland_altman"],
+                                                       [names[pair[0]], names[pair[1]]], lineage),
+                            key=f"agree_bland_altman_{lineage}")
 
 
 QUEUE_LABELS = {
@@ -93,6 +134,7 @@ try:
     with ui.store() as db:
         view = review.load_cell_view(db, user, item.cell_id)
         reads = consensus.unblinded_reads(db, user, item.cell_id)
+        seen_version = consensus.decision_version(db, item.cell_id)
 except MdsdysError as exc:
     ui.show_error(exc)
     st.stop()
@@ -107,12 +149,12 @@ try:
         f": {cam.outside_fraction:.0%} outside the nucleus" if cam.outside_fraction is not None else ""))
 except MdsdysError as exc:
     crop_col.caption(str(exc))
-crop_col.caption(f"Cell {view.cell.id} · slide {view.slide}")
+crop_col.caption(f"Cell {view.label} · slide {view.slide}")
 context_col.image(view.context, width=320)
 with info_col:
     for read in reads:
-        st.write(f"**{read.reader}**: {read.code} ({view.scheme.get(read.code).name})"
-                 + (f" · {', '.join(read.tags)}" if read.tags else ""))
+        named = "can't assess" if read.code == UNASSESSABLE else view.scheme.get(read.code).name
+        st.write(f"**{read.reader}**: {read.code} ({named})" + (f" · {', '.join(read.tags)}" if read.tags else ""))
     if view.proposal:
         st.write("**Model**")
         for code, p in view.proposal.ranked[:3]:
@@ -126,11 +168,12 @@ tags = st.multiselect("Dysplasia features", features, key=f"consensus_tags_{item
 
 
 def _decide(code: str) -> None:
+    cant_reason = st.session_state["consensus_cant_reason"]
+    chosen = [cant_reason] if code == UNASSESSABLE else review.tags_for_code(view.scheme, code, tags)
     try:
         with ui.store() as db:
-            consensus.decide(db, user, item.cell_id, code, review.tags_for_code(view.scheme, code, tags),
-                             reason, reason_text)
-        st.session_state["consensus_message"] = f"Cell {item.cell_id} settled as {code}."
+            consensus.decide(db, user, item.cell_id, code, chosen, reason, reason_text, seen_version=seen_version)
+        st.session_state["consensus_message"] = f"Cell {view.label} settled as {code}."
     except MdsdysError as exc:
         st.session_state["consensus_error"] = f"Not saved: {exc}"
 
@@ -141,4 +184,8 @@ for column, label_class in zip(columns, view.scheme.classes, strict=True):
     column.button(f"{label_class.code} [{label_class.hotkey}]", key=f"consensus_class_{label_class.code}",
                   help=label_class.name, shortcut=label_class.hotkey.upper(), width="stretch",
                   on_click=_decide, args=(label_class.code,))
+cant = st.columns([1, 2])
+cant[1].selectbox("Why it cannot be assessed", list(UNASSESSABLE_REASONS), format_func=UNASSESSABLE_REASONS.get,
+                  key="consensus_cant_reason")
+cant[0].button("Can't assess [X]", key="consensus_cant", shortcut="X", on_click=_decide, args=(UNASSESSABLE,))
 st.button("Skip [S]", key="consensus_skip", shortcut="S", on_click=skipped.append, args=(item.cell_id,))

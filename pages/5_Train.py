@@ -11,14 +11,15 @@ from mdsdys.report import charts
 
 ui.page_setup("Train")
 st.title("Train models")
-user = ui.require_login(*retrain.TRAIN_ROLES)
+user = ui.require_login("train")
 
 
 @st.fragment(run_every=2)
 def live_progress() -> None:
     """The newest training job's state, curves and ETA, refreshed every 2 s from the store."""
+    viewer = ui.recheck_login("train")  # a fragment rerun skips the page's login check: a logout or demotion stops it
     with ui.store() as db:
-        recent = [j for j in views.jobs(db, user, limit=20) if j.kind.startswith("train_")]
+        recent = [j for j in views.jobs(db, viewer, limit=20) if j.kind.startswith("train_")]
     if not recent:
         st.caption("No training run yet.")
         return
@@ -32,13 +33,20 @@ def live_progress() -> None:
                     + (f" · {progress.get('metric')}: {progress.get('value'):.3f}" if progress.get("value") else "")
                     + (f" · about {eta / 60:.1f} min left" if eta else "") + f" · {progress.get('stage', '')}")
         if st.button("Cancel this run", key=f"train_cancel_{job.id}"):
-            with ui.store() as db:
-                queue.cancel(db, user, job.id)
+            try:
+                with ui.store() as db:
+                    queue.cancel(db, viewer, job.id)
+            except MdsdysError as exc:
+                ui.show_error(exc)
     elif job.state == "failed":
         st.error(job.error)
     elif job.state == "done":
         result = progress.get("result", {})
-        st.success(f"New version {result.get('version')} ({result.get('status')}).")
+        if result.get("status") == "active":
+            st.success(f"New version {result.get('version')} is active.")
+        else:  # a candidate waits for the promotion gate: never a green box before it has passed
+            st.info(f"New candidate {result.get('version')}: not active. Compare it below and promote it only if "
+                    "the gate allows.")
     if progress.get("history"):
         st.plotly_chart(charts.training_curves(progress["history"], progress.get("metric", "")),
                         key=f"train_curves_{job.id}_{len(progress['history'])}")
@@ -103,6 +111,8 @@ with models_tab:
         st.info(f"No {kind} has been trained yet.")
     else:
         st.dataframe(pd.DataFrame(view.version_rows(versions)), hide_index=True, key="models_table")
+        st.caption("Each score carries the number of cells it rests on. Scores on different test cells, or on a few "
+                   "dozen, are not comparable: see the caveat column.")
         chosen = st.multiselect("Compare versions side by side", [v.version for v in versions],
                                 default=[v.version for v in versions[:2]], key="models_compare")
         compared = [v for v in versions if v.version in chosen]
@@ -127,13 +137,20 @@ with models_tab:
                 with ui.store() as db:
                     if do_promote:
                         gate = promotion.promote(db, ui.settings(), user, record.id, force)
-                        st.success(f"{target} is now active. {gate.reason}")
+                        # Forced past a refusing gate: active, but say plainly that it scored lower.
+                        done = f"{target} is now active{'' if gate.allowed else ', forced past the gate'}. {gate.reason}"
                     else:
                         promotion.rollback(db, ui.settings(), user, record.id)
-                        st.success(f"Rolled back: {target} is active again.")
-                st.caption("Detection or proposals are being re-run in the background for cells nobody has read.")
+                        done = f"Rolled back: {target} is active again."
             except MdsdysError as exc:
                 ui.show_error(exc)
+            else:
+                # Rerun so the Models table above shows the new active version (issue 14 item 5).
+                st.session_state["models_message"] = done
+                st.rerun()
+        if message := st.session_state.pop("models_message", None):
+            st.success(message)
+            st.caption("Detection or proposals are being re-run in the background for cells nobody has read.")
 
 with jobs_tab:
     with ui.store() as db:

@@ -5,21 +5,23 @@ import json
 import pandas as pd
 import streamlit as st
 
+from mdsdys.accounts import policy
 from mdsdys.app import ui, views
 from mdsdys import stats
 from mdsdys.errors import MdsdysError
 from mdsdys.report import charts, export
 from mdsdys.report import numbers as dashboard
+from mdsdys.report import provenance
+from mdsdys.review import counting
 from mdsdys.review import reads as review
 
 ui.page_setup("Dashboard")
 st.title("Slide dashboard")
 user = ui.require_login()
 
-SOURCE_LABELS = {"final": "Final labels (consensus > agreed > single read > model)",
-                 "human": "Human labels only", "model": "Model only"}
 sources = dashboard.allowed_sources(user)
-source = st.radio("Label source", sources, format_func=SOURCE_LABELS.get, horizontal=True, key="dash_source")
+source = st.radio("Label source", sources, format_func=provenance.SOURCE_NAMES.get, horizontal=True,
+                  key="dash_source")
 if len(sources) == 1:
     st.caption("Readers see the model's numbers only: final labels include other readers' reads, "
                "which stay blind until consensus.")
@@ -28,6 +30,7 @@ compare = st.toggle("Show the difference from 'model only'", key="dash_compare")
 try:
     with ui.store() as db:
         summaries = dashboard.dashboard(db, user, source)
+        label_sources = provenance.label_sources(db)
         baseline = dashboard.dashboard(db, user, "model") if compare else None
 except MdsdysError as exc:
     ui.show_error(exc)
@@ -39,10 +42,11 @@ if not summaries:
 groups = sorted({s.group or "(none)" for s in summaries})
 filters = st.columns(2)
 chosen_groups = filters[0].multiselect("Slide group", groups, default=groups, key="dash_groups")
-review_state = filters[1].selectbox("Review state", ["all", "fully labelled", "partly labelled", "unlabelled"],
-                                    key="dash_review_state")
-shown = dashboard.filter_summaries(summaries, chosen_groups, review_state)
-table = pd.DataFrame(dashboard.summary_table(shown))
+review_state = filters[1].selectbox("Read by a person", dashboard.REVIEW_STATES, key="dash_review_state")
+shown = dashboard.filter_summaries(summaries, chosen_groups, review_state, label_sources)
+table = pd.DataFrame(dashboard.summary_table(shown, label_sources, source))
+st.caption("human-read: read by at least one person; consensus: settled by an adjudicator; model-only: "
+           f"{provenance.NOT_VERIFIED}. 'model share %' is the model's part of the numbers under this source.")
 if baseline is not None:
     table = table.merge(pd.DataFrame(dashboard.difference_table(shown, baseline)), on="slide", how="left")
 st.dataframe(table, hide_index=True, key="dash_table")
@@ -53,16 +57,28 @@ st.subheader("Slide detail")
 summary = st.selectbox("Slide", shown, format_func=lambda s: s.case_id, key="dash_slide")
 with ui.store() as db:
     scheme = views.scheme(db, summary.scheme)
+slide_sources = provenance.sources_of(label_sources, summary.slide_id)
+title = provenance.source_title(source, slide_sources)
+(st.warning if slide_sources.model_share(source) > 0 else st.success)(title)
+st.caption(provenance.source_sentence(slide_sources))
 left, right = st.columns(2)
 left.plotly_chart(charts.differential_bar([summary], scheme), key="dash_differential")
+left.dataframe(pd.DataFrame(dashboard.differential_table(summary, scheme)), hide_index=True, key="dash_diff_table")
 if summary.dysplasia:
     right.plotly_chart(charts.dysplasia_chart(summary), key="dash_dysplasia")
-facts = f"{summary.nucleated} nucleated cells, {summary.labelled} labelled."
+facts = f"{summary.nucleated} nucleated cells."
 if summary.blasts and summary.blasts.n:
     facts += f" Blasts {100 * summary.blasts.value:.1f}% ({summary.blast_band})."
 if summary.me_ratio is not None:
     facts += f" M:E {summary.me_ratio:.2f}."
 st.write(facts)
+
+st.markdown("**Counting to a decision**", help=counting.EXPLANATION)
+with ui.store() as db:
+    states = counting.slide_states(db, user, summary.slide_id)
+st.caption("From the human labels (consensus, agreed and single reads)." if policy.can(user, "labels_view")
+           else "From your own reads of this slide.")
+st.dataframe(pd.DataFrame(counting.state_rows(states)), hide_index=True, key="dash_count_states")
 
 with ui.store() as db:
     labels = dashboard.cell_labels(db, user, summary.slide_id, source)
@@ -81,37 +97,41 @@ with gallery_tab:
 with fields_tab:
     if not fields:
         st.caption("This slide has no smear fields (its cells were imported one by one).")
+    if fields:
+        st.markdown("Box colours: " + " ".join(
+            f"<span style='border:3px solid {c.color};padding:0 4px'>{c.code} {c.name}</span>" for c in scheme.classes)
+            + " <span style='border:3px solid #808080;padding:0 4px'>no label</span>", unsafe_allow_html=True)
     for field in fields[:6]:
         with ui.store() as db:
             st.image(dashboard.outlined_field(db, field["id"], labels, scheme), caption=field["name"], width=640)
 
-if user.role in ("adjudicator", "admin"):
+if policy.can(user, "export"):
     st.subheader("Exports")
-    st.caption("Each export is written to the audit log. Prepare one, then download it.")
-    EXPORTS = {
-        "report": ("Slide report (printable HTML)", "text/html", f"{summary.case_id}-report.html",
-                   lambda db: export.slide_report_html(db, user, summary.slide_id, source).encode()),
-        "csv": ("Cells with every read (CSV)", "text/csv", f"{summary.case_id}-cells.csv",
-                lambda db: export.cells_csv(db, user, summary.slide_id)),
-        "coco": ("Nucleus masks and cell boxes (COCO JSON)", "application/json", f"{summary.case_id}-coco.json",
-                 lambda db: json.dumps(export.coco_json(db, user, summary.slide_id)).encode()),
-        "crops": ("Crops, one folder per class (zip)", "application/zip", f"{summary.case_id}-crops.zip",
-                  lambda db: export.crops_zip(db, user, summary.slide_id, source)),
-    }
-    columns = st.columns(len(EXPORTS))
-    for column, (name, (label, mime, filename, build)) in zip(columns, EXPORTS.items()):
-        ready_key = f"dash_export_{name}_{summary.slide_id}_{source}"
-        if column.button(f"Prepare: {label}", key=f"dash_prepare_{name}"):
-            try:
-                with ui.store() as db:
-                    st.session_state[ready_key] = build(db)
-            except MdsdysError as exc:
-                ui.show_error(exc)
-        if ready_key in st.session_state:
-            column.download_button(f"Download {filename}", st.session_state[ready_key], file_name=filename,
-                                   mime=mime, key=f"dash_download_{name}")
+    st.caption("Each export is written to the audit log when you download it.")
+    slide_id, case = summary.slide_id, summary.case_id
 
-if user.role in ("adjudicator", "admin"):
+    def build(make):
+        """A download callback that opens its own connection (it runs on a helper thread on click)."""
+        def run():
+            with ui.store() as db:
+                return make(db)
+        return run
+
+    EXPORTS = {
+        "report": ("Slide report (printable HTML)", "text/html", f"{case}-report.html",
+                   lambda db: export.slide_report_html(db, user, slide_id, source).encode()),
+        "csv": ("Cells with every read (CSV)", "text/csv", f"{case}-cells.csv",
+                lambda db: export.cells_csv(db, user, slide_id)),
+        "coco": ("Nucleus masks and cell boxes (COCO JSON)", "application/json", f"{case}-coco.json",
+                 lambda db: json.dumps(export.coco_json(db, user, slide_id)).encode()),
+        "crops": ("Crops, one folder per class (zip)", "application/zip", f"{case}-crops.zip",
+                  lambda db: export.crops_zip(db, user, slide_id, source)),
+    }
+    for name, (label, mime, filename, make) in EXPORTS.items():
+        st.download_button(f"Download {label}", build(make), file_name=filename, mime=mime,
+                           key=f"dash_download_{name}")
+
+if policy.can(user, "performance_view"):
     st.subheader("Model performance")
     st.caption("The active classifier scored as the paper reports it (Table 3, Fig. 1, Table 4), "
                "on its frozen test split or on every cell with a consensus label.")
@@ -130,12 +150,15 @@ if user.role in ("adjudicator", "admin"):
             ui.show_error(exc)
     if perf := st.session_state.get(perf_key):
         report = perf["report"]
-        st.write(f"**{perf['version']}** on {perf['n']} cells: macro-F1 {report['macro_f1']:.3f}, "
-                 f"accuracy {report['accuracy']:.3f}, calibration error (ECE) {report['ece']:.3f}.")
-        st.dataframe(pd.DataFrame(stats.table3_rows(report)), hide_index=True, key="perf_table3")
+        ece = "n/a" if report["ece"] is None else f"{report['ece']:.3f}"
+        st.write(f"**{perf['version']}** on {perf['n']} cells: macro-F1 {perf['macro_f1'].text()}, "
+                 f"accuracy {perf['accuracy'].text()}, calibration error (ECE) {ece}. 95% intervals: Wilson for "
+                 "proportions, a class-stratified bootstrap for AUC, F1, AP and macro-F1.")
+        st.dataframe(pd.DataFrame(stats.table3_rows(perf["estimates"])), hide_index=True, key="perf_table3")
+        st.caption(stats.paper_note(perf["estimates"]))
         with ui.store() as db:
             colors = {c.code: c.color for c in views.scheme(db, perf_scheme).classes}
-        aucs = {code: m.get("auc") for code, m in report["per_class"].items()}
+        aucs = {code: m["auc"].text() for code, m in perf["estimates"].items()}
         left, right = st.columns(2)
         left.plotly_chart(charts.roc_figure(perf["roc"], aucs, colors), key="perf_roc")
         right.plotly_chart(charts.confusion_heatmap(report["confusion"], report["codes"], "Confusion"),

@@ -21,6 +21,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MDSDYS_HOME", str(tmp_path))
     for name in ("MDSDYS_DB", "MDSDYS_MODELS", "MDSDYS_DEMO"):
         monkeypatch.delenv(name, raising=False)
+    # The shipped starter segmenter stays off unless a test turns it on, so "no segmenter yet" stays testable.
+    monkeypatch.setenv("MDSDYS_STARTER_SEGMENTER", "")
     return tmp_path
 
 
@@ -48,13 +50,22 @@ def requires_shared(*parts: str) -> Path:
     return path
 
 
+def login_token(user_id: int) -> str:
+    """A live session token for this user, as the login form leaves in the server-side session."""
+    from mdsdys.accounts.sessions import start_session
+    from mdsdys.config import load_settings
+    from mdsdys.store.users import get_user
+    with connect(load_settings().db_path) as db:
+        return start_session(db, get_user(db, user_id))
+
+
 def open_page(page: str, user_id: int | None = None, query: dict[str, str] | None = None,
               timeout: float = 60):
     """Run a page as the real app does (app.py is the entry, so page links resolve), logged in as user_id."""
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=timeout)
     if user_id is not None:
-        at.session_state["mdsdys_user_id"] = user_id
+        at.session_state["mdsdys_session"] = login_token(user_id)
     at.run()
     if page != "app.py":
         for key, value in (query or {}).items():

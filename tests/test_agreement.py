@@ -82,4 +82,6 @@ def test_agreement_view_renders_on_the_consensus_page(db, pair, home):
     at = open_page("pages/4_Consensus.py", judge.id)
     at.radio(key="consensus_view").set_value("Agreement statistics").run()
     assert not at.exception and not at.error
-    assert {m.label: m.value for m in at.metric}["Cohen's kappa"] == "0.60"
+    kappa = {m.label: m.value for m in at.metric}["Cohen's kappa (95% CI)"]
+    # A handful of pairs: no kappa is shown without enough cells, but always its n (issue 14).
+    assert kappa.startswith("too few cells to estimate (n=") or kappa.startswith("0.60 (")

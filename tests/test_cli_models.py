@@ -35,7 +35,8 @@ def _png(array) -> bytes:
 @pytest.mark.slow
 def test_train_segment_propose_and_evaluate_from_the_command_line(home, tmp_path):
     with connect(home / "labels.db") as db:
-        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=6)
+        # 14 labels a class leave the 10 training labels a candidate needs (registry.retrain.MIN_TRAIN_PER_CLASS).
+        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=14)
     trained = _run(home, "train", "segmenter", "--settings", json.dumps(TINY_SEG))
     assert trained.returncode == 0, trained.stderr
     assert "validation Dice" in trained.stdout and "epoch" in trained.stderr.lower()

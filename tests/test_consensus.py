@@ -17,6 +17,7 @@ from mdsdys.store.models import insert_model
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import own_read
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide
+from mdsdys.review.gold import cell_label
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def test_adjudicator_settles_from_the_keyboard_in_apptest(db, readers, home):
     assert not at.exception and not at.error
     final = {c.cell_id: c.label for c in final_labels(db, "mds8")}
     assert final[cells[1]].code == "GN" and final[cells[1]].source == "consensus"
-    assert any(f"Cell {cells[2]}" in c.value for c in at.caption)
+    assert any(f"Cell {cell_label(db, cells[2])}" in c.value for c in at.caption)
 
 
 def test_audit_rows_cover_each_kind_of_action_so_far(db, readers):

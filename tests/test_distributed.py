@@ -48,7 +48,8 @@ def test_a_ddp_run_with_gloo_keeps_two_processes_in_step(tmp_path):
 @pytest.mark.slow
 def test_the_train_command_runs_under_torchrun_and_registers_one_model(home):
     with connect(home / "labels.db") as db:
-        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=6)
+        # 14 a class: the 10 training labels a candidate needs (registry.retrain.MIN_TRAIN_PER_CLASS).
+        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=14)
     settings = json.dumps({"epochs": 2, "batch_size": 8, "input_size": 32})
     done = torchrun("-m", "mdsdys", "train", "classifier", "--settings", settings,
                     env={"MDSDYS_HOME": str(home)})

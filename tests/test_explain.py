@@ -23,7 +23,8 @@ def trained(db, home):
     cell = list_cells(db, slide.id)[0]
     with pytest.raises(MdsdysError, match="No classifier"):
         explain.cell_grad_cam(db, reader, cell.id)
-    train_classifier_from_store(load_settings(), "mds8", ClsTrainConfig(epochs=3, batch_size=8, input_size=32))
+    train_classifier_from_store(load_settings(), "mds8", ClsTrainConfig(epochs=3, batch_size=8, input_size=32),
+                                min_train_per_class=3)  # a tiny demo: 6 labels a class
     propose_labels(db, slide.id)
     return reader, slide, cell
 

@@ -149,8 +149,9 @@ def test_kill_9_mid_reproposal_leaves_read_cells_alone_and_a_rerun_finishes(home
     with connect(settings.db_path) as db:
         build_demo(db, seed=0, patches_per_slide=40, training_cells_per_class=6)
     tiny = ClsTrainConfig(input_size=32, epochs=2, batch_size=16)
-    _, first = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, tiny)
-    _, second = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, dataclasses.replace(tiny, seed=1))
+    _, first = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, tiny, min_train_per_class=3)
+    _, second = train_classifier_from_store(settings, DEFAULT_SCHEME_NAME, dataclasses.replace(tiny, seed=1),
+                                            min_train_per_class=3)
     with connect(settings.db_path) as db:
         slides = [s for s in list_slides(db) if s.case_id != "SYN-TRAIN"]
         for slide in slides:

@@ -135,7 +135,8 @@ def test_bad_settings_and_unknown_jobs_are_refused(settings):
 @pytest.mark.slow
 def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
     with connect(home / "labels.db") as db:
-        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=6)
+        # 14 a class: the 10 training labels a candidate needs (registry.retrain.MIN_TRAIN_PER_CLASS).
+        build_demo(db, seed=0, patches_per_slide=4, with_cells=False, training_cells_per_class=14)
     settings = load_settings()
     params = {"segmenter": TINY, "classifier": {"epochs": 4, "batch_size": 8, "input_size": 32}}
     job_id = queue.enqueue(settings, "demo_bootstrap", params, None, start_worker=False)
@@ -149,7 +150,7 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
         detected = db.execute("SELECT COUNT(*) FROM cells WHERE source = 'detected'").fetchone()[0]
         proposed = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
     assert job.progress["result"]["detection"]["added"] == detected
-    assert proposed >= detected + 8 * 6
+    assert proposed >= detected + 8 * 14
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
-from mdsdys.accounts import auth
+from mdsdys.accounts import auth, setup
 from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 from mdsdys.store.users import find_user
@@ -39,9 +39,9 @@ def _as(home: Path, username: str, page: str) -> AppTest:
     return open_page(page, user.id)
 
 
-def test_there_are_home_and_seven_pages():
+def test_there_are_home_and_eight_pages():
     names = [Path(p).stem.split("_", 1)[-1] for p in PAGES[1:]]
-    assert names == ["Import", "Annotate", "Review", "Consensus", "Train", "Dashboard", "Admin"]
+    assert names == ["Import", "Annotate", "Review", "Consensus", "Train", "Dashboard", "Admin", "Readers"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -60,7 +60,8 @@ def test_every_page_renders_for_an_admin_without_exceptions(demo_env, page):
     assert not at.error, [e.value for e in at.error]
 
 
-@pytest.mark.parametrize("page", ["pages/1_Import.py", "pages/4_Consensus.py", "pages/5_Train.py", "pages/7_Admin.py"])
+@pytest.mark.parametrize("page", ["pages/1_Import.py", "pages/4_Consensus.py", "pages/5_Train.py", "pages/7_Admin.py",
+                                  "pages/8_Readers.py"])
 def test_a_reader_is_refused_pages_for_other_roles(demo_env, page):
     at = _as(demo_env, "reader1", page)
     assert not at.exception
@@ -79,7 +80,7 @@ def test_login_form_logs_a_reader_in(demo_env):
     at.text_input(key="login_username").input("reader1")
     at.text_input(key="login_password").input("demo-reader-1")
     at.button[0].click().run()
-    assert not at.exception and at.session_state["mdsdys_user_id"]
+    assert not at.exception and at.session_state["mdsdys_session"]
     assert {m.label for m in at.metric} >= {"Slides", "Cells"}
 
 
@@ -89,11 +90,14 @@ def test_a_wrong_password_shows_an_error_and_logs_nobody_in(demo_env):
     at.text_input(key="login_password").input("not-the-password")
     at.button[0].click().run()
     assert "Wrong user name or password" in at.error[0].value
-    assert "mdsdys_user_id" not in at.session_state
+    assert "mdsdys_session" not in at.session_state
 
 
 def test_first_run_creates_the_admin_account(home):
+    with connect(home / "labels.db") as db:
+        token = setup.issue_setup_token(db)  # what `mdsdys serve` prints on a new store (issue 15, item 22)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    at.text_input(key="first_admin_token").input(token)
     at.text_input(key="first_admin_username").input("boss")
     at.text_input(key="first_admin_password").input("a-long-password")
     at.text_input(key="first_admin_again").input("a-long-password")
@@ -101,17 +105,17 @@ def test_first_run_creates_the_admin_account(home):
     assert not at.exception and not at.error
     with connect(home / "labels.db") as db:
         user, _ = find_user(db, "boss")
-    assert user.role == "admin" and at.session_state["mdsdys_user_id"] == user.id
+    assert user.role == "admin" and at.session_state["mdsdys_session"]
 
 
 def test_admin_adds_a_reader_through_the_admin_page(demo_env):
     at = _as(demo_env, "admin", "pages/7_Admin.py")
     at.text_input(key="new_username").input("newreader")
-    at.text_input(key="new_password").input("password-123")
+    at.text_input(key="new_password").input("ward-robe-42")
     next(b for b in at.button if b.label == "Add account").click().run()
     assert not at.error, [e.value for e in at.error]
     with connect(demo_env / "labels.db") as db:
-        assert auth.authenticate(db, "newreader", "password-123").role == "reader"
+        assert auth.authenticate(db, "newreader", "ward-robe-42").role == "reader"
 
 
 def _imports(path: Path) -> set[str]:
@@ -143,7 +147,8 @@ def test_a_reader_corrects_the_slide_scale_on_the_annotate_page(home, monkeypatc
     at = _as(home, "reader1", "pages/2_Annotate.py")
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Nucleus diameter on slide" in m.value for m in at.markdown)
-    at.number_input(key="annotate_diameter").set_value(27.5)
+    diameter = next(n for n in at.number_input if n.key.startswith("annotate_diameter_"))  # one box per slide
+    diameter.set_value(27.5)
     next(b for b in at.button if b.label == "Set the slide's scale").click().run()
     assert not at.error, [e.value for e in at.error]
     assert any("Saved 27.5 px" in s.value for s in at.success)

@@ -10,6 +10,7 @@ from mdsdys.accounts import auth
 from mdsdys.errors import MdsdysError, PermissionDeniedError, SchemeError
 from mdsdys.imaging.decode import encode_png, sha256_hex
 from mdsdys.review import reads as review
+from mdsdys.review.gold import cell_label
 from mdsdys.store import review as review_queries
 from mdsdys.store.cells import save_proposals
 from mdsdys.store.models import insert_model
@@ -131,7 +132,7 @@ def test_keyboard_review_through_apptest(db, study, home):
         seen.append(int(next(c.value for c in at.caption if c.value.startswith("Cell ")).split()[1]))
         at.button(key=f"review_class_{code}").click().run()
         assert not at.exception and not at.error
-    assert seen == [cells[3], cells[1], cells[5]]
+    assert seen == [cell_label(db, c) for c in (cells[3], cells[1], cells[5])]  # labels, not ids (issue 17)
     at.button(key="review_undo").click().run()
     codes = {r["cell_id"]: r["my_read"] for r in review_queries.gallery_rows(db, ann.id, slide.id)}
     assert codes[cells[3]] == "EN" and codes[cells[1]] == "GN" and codes[cells[5]] is None
@@ -141,4 +142,35 @@ def test_a_dashboard_link_opens_that_cell_on_the_review_page(db, study, home):
     slide, cells, ann, _ = study
     at = open_page("pages/3_Review.py", ann.id, query={"cell": str(cells[4])})
     assert not at.exception
-    assert any(c.value.startswith(f"Cell {cells[4]} ") for c in at.caption)
+    assert any(c.value.startswith(f"Cell {cell_label(db, cells[4])} ") for c in at.caption)
+
+
+def _shown_cell(at) -> int:
+    """The label (not the id) of the cell on screen."""
+    return int(next(c.value for c in at.caption if c.value.startswith("Cell ")).split()[1])
+
+
+def test_review_confirms_each_save_and_next_moves_on_at_the_head_of_the_queue(db, study, home):
+    """Issue 14's friction: → at the head did nothing, nothing confirmed a save, buttons showed only codes."""
+    slide, cells, ann, _ = study
+    at = open_page("pages/3_Review.py", ann.id)
+    assert at.button(key="review_class_EN").label.startswith("EN · ")  # code and name on each button
+    first = _shown_cell(at)
+    at.button(key="review_next").click().run()
+    assert not at.exception and _shown_cell(at) != first
+    at.button(key="review_prev").click().run()
+    assert _shown_cell(at) == first  # and back again
+    at.button(key="review_class_GN").click().run()
+    assert any("read as GN" in s.value for s in at.success)
+
+
+def test_a_feature_tag_of_another_lineage_is_refused_not_dropped(db, study, home):
+    slide, cells, ann, _ = study
+    at = open_page("pages/3_Review.py", ann.id)
+    first = next(c for c in cells if cell_label(db, c) == _shown_cell(at))  # the widgets are keyed by cell id
+    at.toggle(key=f"review_all_tags_{first}").set_value(True).run()
+    granulocytic = next(f for f in at.multiselect(key=f"review_tags_{first}").options if "granul" in f.lower())
+    at.multiselect(key=f"review_tags_{first}").select(granulocytic).run()
+    at.button(key="review_class_EN").click().run()
+    assert any("Not saved" in e.value for e in at.error)
+    assert all(r["my_read"] is None for r in review_queries.gallery_rows(db, ann.id, slide.id))

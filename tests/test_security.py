@@ -18,8 +18,9 @@ from mdsdys.store.audit import list_audit
 from mdsdys.store.cells import list_cells
 from mdsdys.store.slides import list_slides
 from mdsdys.store.users import find_user
+from mdsdys.review.gold import cell_label
 
-SESSION_KEY = "mdsdys_user_id"
+SESSION_KEY = "mdsdys_session"
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def test_query_parameters_cannot_log_anyone_in(db, demo, home, monkeypatch):
     users, _, _ = demo
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=60)
-    for key, value in {"user": "admin", SESSION_KEY: str(users["admin"].id), "role": "admin"}.items():
+    for key, value in {"user": "admin", SESSION_KEY: str(users["admin"].id), "mdsdys_user_id": str(users["admin"].id),
+                       "s": "x" * 43, "role": "admin"}.items():
         at.query_params[key] = value
     at.run()
     assert any(b.label == "Log in" for b in at.button) and not at.metric
@@ -73,7 +75,7 @@ def test_a_cell_link_never_shows_another_readers_read(db, demo, home):
     reads.record_read(db, users["reader1"], cells[0].id, "ED", ["nuclear budding"])
     at = open_page("pages/3_Review.py", users["reader2"].id, query={"cell": str(cells[0].id)})
     shown = " ".join(str(e.value) for e in [*at.markdown, *at.info, *at.caption])
-    assert f"Cell {cells[0].id}" in shown and "ED" not in shown and "nuclear budding" not in shown
+    assert f"Cell {cell_label(db, cells[0].id)}" in shown and "ED" not in shown and "nuclear budding" not in shown
 
 
 def test_passwords_are_never_logged_or_audited(db, caplog):

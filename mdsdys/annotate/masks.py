@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 from sqlite_utils import Database
 
+from mdsdys.accounts import policy
 from mdsdys.errors import MaskError
 from mdsdys.imaging.decode import encode_png, read_rgb
 from mdsdys.store import write_transaction
@@ -63,6 +64,7 @@ def field_image(db: Database, patch_id: int) -> np.ndarray:
 
 def save_annotation(db: Database, user: User, patch_id: int, mask: np.ndarray, source: str = "drawn") -> int:
     """Save the user's mask of a field (replacing their earlier one) and audit it; returns the nucleus count."""
+    policy.require(user, "annotate")
     if source not in MASK_SOURCES:
         raise MaskError(f"Unknown mask source {source!r}.")
     image = get_patch_image(db, patch_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from mdsdys.accounts import auth
+from mdsdys.accounts import policy
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
 from mdsdys.jobs import queue
@@ -83,7 +83,7 @@ def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_p
 
     Returns the id of the queued detection job, or None when there is no segmenter yet.
     """
-    auth.require_role(user, "reader", "adjudicator")  # any logged-in person who annotates
+    policy.require(user, "annotate")
     low, high = DIAMETER_RANGE
     if not low <= float(diameter_px) <= high:
         raise MdsdysError(f"A nucleus diameter of {diameter_px:g} px is out of range; use {low:g} to {high:g} px "
@@ -95,11 +95,41 @@ def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_p
             log_action(db, user, "slide_scale", "slide", slide_id,
                        before={"diameter_px": before.diameter_px, "source": before.source},
                        after={"diameter_px": float(diameter_px)})
-        has_segmenter = active_model(db, "segmenter") is not None
+        starter = settings.starter_segmenter  # the shipped starter detects when the store has none
+        has_segmenter = active_model(db, "segmenter") is not None or bool(starter and starter.is_file())
         system = system_user(db)
     if not has_segmenter:
         return None
     # Detection only ever replaces cells nobody has read, so any annotator may trigger it: the job
     # runs as the system account, and the slide_scale audit row names the person.
-    return queue.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": diameter_px},
-                        system, start_worker)
+    return queue.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": diameter_px,
+                                                     "propose": True}, system, start_worker)
+
+
+UM_PER_PX_RANGE = (0.05, 5.0)  # 100x oil cameras give ~0.05-0.1; a 10x scan ~1; beyond is a typo
+
+
+def set_slide_um_per_px(settings: Settings, user: User, slide_id: int, um_per_px: float,
+                        start_worker: bool = True) -> int | None:
+    """A person's µm per pixel for a slide of plain fields, audited (issue 18); cell sizes in µm follow it.
+
+    Unless a person set a nucleus diameter, detection's diameter prior follows too, so unread cells are
+    re-detected when a segmenter exists; returns that job's id, or None.
+    """
+    policy.require(user, "annotate")
+    low, high = UM_PER_PX_RANGE
+    if not low <= float(um_per_px) <= high:
+        raise MdsdysError(f"{um_per_px:g} µm per pixel is out of range; use {low:g} to {high:g} "
+                          "(the camera's pixel size divided by the objective's magnification).")
+    with connect(settings.db_path) as db:
+        before = slide_scale_of(db, slide_id)
+        with write_transaction(db):
+            update_slide(db, slide_id, um_per_px=float(um_per_px))
+            log_action(db, user, "slide_um_per_px", "slide", slide_id,
+                       before={"um_per_px": before.um_per_px}, after={"um_per_px": float(um_per_px)})
+        redetect = active_model(db, "segmenter") is not None and before.source != "person"
+        system = system_user(db)
+    if not redetect:
+        return None
+    return queue.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": um_per_px},
+                         system, start_worker)

@@ -6,19 +6,25 @@ Pages call these helpers and the library; they hold no SQL and no model code (ST
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import streamlit as st
 from sqlite_utils import Database
 
-from mdsdys.accounts import auth
-from mdsdys.config import Settings, load_settings
+from mdsdys.accounts import auth, policy, sessions, setup
+from mdsdys.config import Settings, load_auth_limits, load_settings
 from mdsdys.demo.study import DEMO_ACCOUNTS
 from mdsdys.errors import MdsdysError
 from mdsdys.store import check_integrity, connect
-from mdsdys.store.users import User, count_humans, get_active_user
+from mdsdys.store.users import User, count_humans
 
-_USER_KEY = "mdsdys_user_id"
+# The server-side session holds the login token; no widget may use this key (tests/test_security.py).
+_SESSION_KEY = "mdsdys_session"
+_SAVED_KEY = "mdsdys_saved_state"      # what the pages kept with the login (sessions.keep)
+_COOKIE_KEY = "mdsdys_cookie_write"   # a token to write to the browser's cookie on this run ("" clears it)
+COOKIE = "mdsdys_session"
 
 
 def settings() -> Settings:
@@ -52,48 +58,107 @@ def page_setup(title: str) -> None:
         st.caption("Demo mode: every image here is synthetic, made by the mdsdys generator. Not patient data.")
 
 
+def _cookie_token() -> str | None:
+    """The session token the browser sent when this tab connected (a reload or a new tab)."""
+    value = st.context.cookies.get(COOKIE)
+    return value if isinstance(value, str) else None  # AppTest has no browser, hence no cookies
+
+
 def current_user() -> User | None:
-    """The logged-in user, re-read from the store so role changes and disabled accounts apply at once."""
-    user_id = st.session_state.get(_USER_KEY)
-    if user_id is None:
+    """The logged-in user, re-read from the store on every run so role changes, disabled accounts,
+    logouts elsewhere and the idle timeout apply at once."""
+    token = st.session_state.get(_SESSION_KEY) or _cookie_token()
+    if not token:
         return None
     with store() as db:
-        user = get_active_user(db, int(user_id))
-    if user is None:
-        st.session_state.pop(_USER_KEY, None)
-    return user
+        session = sessions.resume_session(db, token)
+    if session is None:
+        st.session_state.pop(_SESSION_KEY, None)
+        if _cookie_token():
+            st.session_state[_COOKIE_KEY] = ""  # forget a token the server no longer accepts
+        return None
+    st.session_state[_SESSION_KEY] = token
+    st.session_state[_SAVED_KEY] = (session.id, session.state)
+    return session.user
 
 
-def require_login(*roles: str) -> User:
-    """The logged-in user; otherwise show the login form and stop the page."""
+def recall(key: str) -> Any:
+    """A value a page kept with this login, before a reload too (see `remember`), or None."""
+    return st.session_state.get(_SAVED_KEY, (None, {}))[1].get(key)
+
+
+def remember(key: str, value: Any) -> None:
+    """Keep a JSON-able value with the login, so it survives a reload or a new tab."""
+    value = json.loads(json.dumps(value))
+    session_id, saved = st.session_state.get(_SAVED_KEY, (None, {}))
+    if session_id is None or saved.get(key) == value:
+        return
+    with store() as db:
+        sessions.keep(db, session_id, key, value)
+    st.session_state[_SAVED_KEY] = (session_id, saved | {key: value})
+
+
+def require_login(action: str | None = None) -> User:
+    """The logged-in user; otherwise show the login form and stop the page.
+
+    With an action (mdsdys.accounts.policy), a user whose role may not do it sees why and the page stops.
+    """
     user = current_user()
+    _write_cookie()
     if user is None:
         _login_or_first_admin()
         st.stop()
     _sidebar(user)
-    if roles:
+    if action:
         try:
-            auth.require_role(user, *roles)
+            policy.require(user, action)
         except MdsdysError as exc:
             st.error(str(exc))
             st.stop()
     return user
 
 
-def recheck_login(*roles: str) -> User:
+def recheck_login(action: str | None = None) -> User:
     """Inside a fragment: the user as the store has them now; a logged-out, disabled or demoted one
-    reruns the whole page, which then shows the login form or the refusal."""
+    reruns the whole page, which then shows the login form or the refusal (issue 15 item 9)."""
     user = current_user()
-    if user is None or (roles and not auth.has_role(user, *roles)):
+    if user is None or (action and not policy.can(user, action)):
         st.rerun(scope="app")
     return user
+
+
+def _write_cookie() -> None:
+    """Give the browser the token (or clear it): a cookie, so a reload and a new tab stay logged in.
+
+    A cookie rather than a `?s=` URL parameter: a URL is copied into chats and bookmarks with the
+    login in it, and a new tab opened by hand has no parameter. Streamlit reads cookies but cannot
+    set them, so a one-line script does; the server still decides whether the token is valid.
+    """
+    if _COOKIE_KEY not in st.session_state:
+        return
+    token = st.session_state.pop(_COOKIE_KEY)
+    age = load_auth_limits().session_hours * 3600 if token else 0
+    st.html(f"<script>document.cookie = '{COOKIE}={token}; path=/; max-age={age}; SameSite=Strict'"
+            f" + (location.protocol === 'https:' ? '; Secure' : '');</script>", unsafe_allow_javascript=True)
+
+
+def _log_in(user: User) -> None:
+    """Start a server-side session for a user who just proved who they are."""
+    with store() as db:
+        token = sessions.start_session(db, user)
+    st.session_state[_SESSION_KEY] = token
+    st.session_state[_COOKIE_KEY] = token
+    st.rerun()
 
 
 def _sidebar(user: User) -> None:
     with st.sidebar:
         st.write(f"Logged in as **{user.username}** ({user.role})")
         if st.button("Log out", key="logout"):
+            with store() as db:
+                sessions.end_session(db, st.session_state.get(_SESSION_KEY))
             st.session_state.clear()
+            st.session_state[_COOKIE_KEY] = ""
             st.rerun()
 
 
@@ -122,14 +187,16 @@ def _login_form() -> None:
         except MdsdysError as exc:
             st.error(str(exc))
             return
-        st.session_state[_USER_KEY] = user.id
-        st.rerun()
+        _log_in(user)
 
 
 def _first_admin_form() -> None:
     st.subheader("Welcome: create the administrator account")
-    st.write("No one can log in yet. The first account is the admin, who then adds readers and adjudicators.")
+    st.write("No one can log in yet. The first account is the admin, who then adds readers and adjudicators. "
+             "Type the one-time setup token that `mdsdys serve` printed on the server's console.")
+    st.caption(setup.NO_TOKEN_HELP)
     with st.form("first_admin"):
+        token = st.text_input("Setup token", type="password", key="first_admin_token")
         username = st.text_input("Admin user name", key="first_admin_username")
         password = st.text_input("Password", type="password", key="first_admin_password")
         again = st.text_input("Password again", type="password", key="first_admin_again")
@@ -140,14 +207,11 @@ def _first_admin_form() -> None:
             return
         try:
             with store() as db:
-                if count_humans(db):
-                    raise MdsdysError("An admin was created meanwhile; log in instead.")
-                user = auth.create_user(db, username.strip(), password, "admin", by=None)
+                user = setup.create_first_admin(db, username.strip(), password, token)
         except MdsdysError as exc:
             st.error(str(exc))
             return
-        st.session_state[_USER_KEY] = user.id
-        st.rerun()
+        _log_in(user)
 
 
 def show_error(exc: MdsdysError) -> None:

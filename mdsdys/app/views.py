@@ -8,30 +8,41 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from mdsdys.accounts import auth
+from mdsdys.accounts import policy
+from mdsdys.review import reads
 from mdsdys.schemes import LabelScheme
 from mdsdys.store.audit import audit_actions
 from mdsdys.store.consensus import active_readers
 from mdsdys.store.jobs import Job, list_jobs
 from mdsdys.store.models import ModelRecord, list_models
 from mdsdys.store.patches import list_patches
-from mdsdys.store.reads import reader_progress, slides_with_cells
+from mdsdys.store.reads import slides_with_cells
 from mdsdys.store.review import gallery_rows
 from mdsdys.store.slides import Slide, list_scheme_names, list_slides, load_scheme
-from mdsdys.store.stats import slide_overview, store_counts
+from mdsdys.store.stats import own_read_count, slide_overview, store_counts
 from mdsdys.store.users import ROLES, User, list_users
 
 __all__ = ["ROLES"]
 
 
-def home_counts(db: Database) -> dict[str, int]:
-    """Slides, fields, masks, cells, reads, consensus decisions, models and jobs in the store."""
-    return store_counts(db)
+def home_counts(db: Database, user: User) -> dict[str, int]:
+    """Slides, fields, masks, cells, reads, consensus decisions, models and jobs in the store.
+
+    A reader sees their own reads instead of everyone's, which would show how far the other
+    reader has got (issue 15 item 12).
+    """
+    counts = store_counts(db)
+    if not policy.can(user, "progress_view"):
+        counts.pop("reads")
+        counts.pop("consensus")
+        counts["your reads"] = own_read_count(db, user.id)
+    return counts
 
 
-def home_slides(db: Database) -> list[dict]:
-    """One row per slide for the home page."""
-    return slide_overview(db)
+def home_slides(db: Database, user: User) -> list[dict]:
+    """One row per slide for the home page: a reader sees how many cells they have read, not everyone's count."""
+    hidden = "my_reads" if policy.can(user, "progress_view") else "labelled_cells"
+    return [{k: v for k, v in row.items() if k != hidden} for row in slide_overview(db, user.id)]
 
 
 def slides(db: Database) -> list[Slide]:
@@ -56,13 +67,17 @@ def review_slides(db: Database) -> list[Slide]:
 
 
 def my_progress(db: Database, user: User, slide_id: int) -> dict[str, int]:
-    """A slide's cells and how many of them this reader has read (their own reads only)."""
-    return reader_progress(db, user.id, slide_id)
+    """A slide's cells and how many of them this reader has read (their own reads only); the queue's gold
+    cells are counted from the start, so progress moves the same for every cell (issue 17)."""
+    return reads.review_progress(db, user, slide_id)
 
 
-def my_gallery(db: Database, user: User, slide_id: int) -> list[dict]:
-    """A slide's cells with the proposal and this viewer's OWN read, never another reader's."""
-    return gallery_rows(db, user.id, slide_id)
+def my_gallery(db: Database, user: User, slide_id: int, order: str = "class") -> list[dict]:
+    """A slide's cells with the proposal, this viewer's OWN read (never another reader's) and sizes in µm.
+
+    `order`: 'class', or 'cell_um' / 'nucleus_um' for the largest first (issue 18).
+    """
+    return gallery_rows(db, user.id, slide_id, order=order)
 
 
 def slide_fields(db: Database, slide_id: int) -> list[dict]:
@@ -72,29 +87,29 @@ def slide_fields(db: Database, slide_id: int) -> list[dict]:
 
 def readers(db: Database, user: User) -> list[tuple[int, str]]:
     """(id, name) of everyone with a current read: for those who settle disagreements."""
-    auth.require_role(user, "adjudicator", "reader")
+    policy.require(user, "review")
     return active_readers(db)
 
 
 def jobs(db: Database, user: User, limit: int = 50) -> list[Job]:
     """Recent background jobs, newest first: for adjudicators and admins."""
-    auth.require_role(user, "adjudicator")
+    policy.require(user, "jobs_view")
     return list_jobs(db, limit=limit)
 
 
 def model_versions(db: Database, user: User, kind: str) -> list[ModelRecord]:
     """Every version of one kind of model, newest first: for adjudicators and admins."""
-    auth.require_role(user, "adjudicator")
+    policy.require(user, "models_view")
     return list_models(db, kind)
 
 
 def accounts(db: Database, user: User) -> list[dict]:
     """Accounts without their password hashes: for admins."""
-    auth.require_role(user, "admin")
+    policy.require(user, "user_manage")
     return list_users(db)
 
 
 def audit_action_names(db: Database, user: User) -> list[str]:
     """The distinct actions in the audit log: for admins."""
-    auth.require_role(user, "admin")
+    policy.require(user, "audit_view")
     return audit_actions(db)

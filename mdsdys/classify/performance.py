@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
+from mdsdys.accounts import policy
 from mdsdys import stats
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.classifier import load_classifier, predict_proba
@@ -25,8 +26,7 @@ from mdsdys.store.users import User
 
 def model_performance(db: Database, viewer: User, scheme: str, on: str = "test") -> dict[str, Any]:
     """Table 3 metrics, ROC points, confusion and reliability of the scheme's active classifier."""
-    if viewer.role not in ("adjudicator", "admin"):
-        raise MdsdysError("Model performance uses the readers' labels; it is for adjudicators and admins.")
+    policy.require(viewer, "performance_view")  # it scores the model on the readers' labels
     record = active_model(db, "classifier", scheme)
     if record is None:
         raise MdsdysError(f"No active classifier for scheme {scheme!r} yet; train one on the Train page.")
@@ -39,6 +39,9 @@ def model_performance(db: Database, viewer: User, scheme: str, on: str = "test")
     proba = predict_proba(classifier, [s.crop for s in samples])
     report = stats.classification_report(y_true, proba, classifier.codes)
     return {"version": record.version, "set": on, "n": len(samples), "report": report,
+            "estimates": stats.table3_estimates(y_true, proba, classifier.codes),
+            "macro_f1": stats.macro_f1_estimate(y_true, proba.argmax(1), len(classifier.codes)),
+            "accuracy": stats.proportion_estimate(int(np.sum(y_true == proba.argmax(1))), len(samples)),
             "roc": stats.roc_points(y_true, proba, classifier.codes),
             "reliability": stats.reliability_bins(y_true, proba)}
 

@@ -35,6 +35,7 @@ from mdsdys.store.cells import (
     save_proposals,
     save_thumbnails,
 )
+from mdsdys.schemes import UNASSESSABLE
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import ModelRecord, active_model
 from mdsdys.store.patches import Cell
@@ -117,7 +118,8 @@ def training_samples(db: Database, scheme_name: str, size: int | None = None) ->
     Crops are (size, size, 3) squares as the model of that input side reads them (see cell_sources);
     without `size`, the zero-padded crops at full resolution.
     """
-    labelled = final_labels(db, scheme_name, human_only=True)
+    # A cell a reader could not assess is no example of any class (issue 17).
+    labelled = [c for c in final_labels(db, scheme_name, human_only=True) if c.label.code != UNASSESSABLE]
     by_id = {cell.cell_id: cell for cell in labelled}
     refs = sorted((CellRef(c.cell_id, c.patch_id, c.box) for c in labelled), key=lambda r: (r.patch_id, r.cell_id))
     samples = []

@@ -148,13 +148,33 @@ def check_training_data(y: np.ndarray, scheme: LabelScheme, min_per_class: int) 
 
 
 def _split(samples: list[CellSample], y: np.ndarray, config: ClsTrainConfig,
-           frozen_test: Collection[int] | None) -> Split:
+           frozen_test: Collection[int] | None, seen: Collection[int] | None = None) -> Split:
     codes = np.array([str(v) for v in y])
     groups = [s.group for s in samples]
-    frozen = None
+    frozen = seen_mask = None
     if frozen_test:
         frozen = np.array([s.cell_id is not None and s.cell_id in frozen_test for s in samples])
-    return split_samples(codes, groups, config.val_fraction, config.test_fraction, config.seed, frozen)
+    if seen is not None:
+        seen_mask = np.array([s.cell_id is not None and s.cell_id in seen for s in samples])
+    return split_samples(codes, groups, config.val_fraction, config.test_fraction, config.seed, frozen, seen_mask)
+
+
+def plan_split(samples: Sequence[CellSample | tuple], scheme: LabelScheme, config: ClsTrainConfig,
+               frozen_test: Collection[int] | None = None, seen: Collection[int] | None = None) -> dict[str, Any]:
+    """The split train_classifier would make, without training: cells per part and class (for previews)."""
+    samples = _as_samples(samples)
+    y = _class_indices(samples, scheme)
+    return _data_summary(samples, y, _split(samples, y, config, frozen_test, seen), scheme.codes)
+
+
+def check_training_counts(plan: dict[str, Any], minimum: int) -> None:
+    """Refuse, saying how many more labels each short class needs, when one has < minimum training cells."""
+    short = {code: n for code, n in plan["counts"]["train"].items() if n < minimum}
+    if short:
+        needs = ", ".join(f"{code}: {n} now, label {minimum - n} more" for code, n in short.items())
+        raise TrainingDataError(
+            f"Not enough training labels for a candidate: every class needs at least {minimum} cells in the "
+            f"training part ({plan['split']} split; the test and validation cells are not counted). {needs}.")
 
 
 def _data_summary(samples: list[CellSample], y: np.ndarray, split: Split, codes: Sequence[str]) -> dict[str, Any]:
@@ -354,18 +374,20 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
                      config: ClsTrainConfig = ClsTrainConfig(), on_epoch: Callable[[EpochReport], None] | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     frozen_test: Collection[int] | None = None) -> ClassifierResult:
+                     frozen_test: Collection[int] | None = None,
+                     seen: Collection[int] | None = None) -> ClassifierResult:
     """Train a classifier from scratch on labelled crops; split, early-stop, calibrate and test it.
 
-    `frozen_test`: cell ids that must form the test split (with their slides' other cells), so a
-    retrained model is compared with the active one on the same cells (issue 6).
+    `frozen_test`: cell ids that must be in the test split, so a retrained model is compared with
+    the active one on the same cells (issue 6); `seen`: cell ids the active model trained on, so only
+    cells new to both can join the test split (splits.py).
     """
     samples = _as_samples(samples)
     if config.input_size < get_arch(config.arch).min_input:
         raise ValueError(f"{config.arch} needs input_size >= {get_arch(config.arch).min_input}; got {config.input_size}.")
     y = _class_indices(samples, scheme)
     check_training_data(y, scheme, config.min_per_class)
-    split = _split(samples, y, config, frozen_test)
+    split = _split(samples, y, config, frozen_test, seen)
     world = compute.current_world()
     device = compute.device(world)
     images = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
@@ -424,6 +446,8 @@ def _checkpoint(run: _Run, classifier: Classifier, samples: list[CellSample], y:
         "normalizer": {"mean": list(classifier.normalizer.mean), "std": list(classifier.normalizer.std)},
         "metrics": summary, "data": _data_summary(samples, y, split, classifier.codes),
         "test_cells": test_ids, "test_split_sha256": test_hash,
+        "seen_cells": sorted(int(samples[i].cell_id) for i in np.concatenate([split.train, split.val])
+                             if samples[i].cell_id is not None),
         "history": [dataclasses.asdict(h) for h in history], "torch": str(torch.__version__),
         "trained_on": {"device": run.device.type, "processes": run.world.size},
     }

@@ -14,12 +14,14 @@ import hashlib
 import io
 import logging
 import lzma
+import mmap
 import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -141,6 +143,77 @@ def check_upload_size(n_bytes: int, limit_bytes: int, name: str) -> None:
         )
 
 
+@dataclass
+class UnpackBudget:
+    """What one import may unpack, shared by every zip (and folder) of that import (issue 15, item 17).
+
+    A budget per zip let a dozen small zips of one upload take the server's memory; one per
+    import, charged before any entry is read, does not.
+    """
+
+    total_bytes: int = 2_000_000_000  # inflated bytes of image files, summed over the whole import
+    # One file: no image under the 40 MP cap needs more than 8 bytes a pixel (16-bit RGBA, uncompressed).
+    file_bytes: int = MAX_PIXELS_DEFAULT * 8 + 2**20
+    files: int = 20_000  # entries, summed over the import's zips
+    used_bytes: int = 0
+    used_files: int = 0
+
+    def charge(self, sizes: list[tuple[str, int]], entries: int) -> None:
+        """Take `entries` entries and the (name, bytes) image files out of the budget, or raise."""
+        if self.used_files + entries > self.files:
+            raise UnsafeArchiveError(_too_many_message(self.files))
+        total = self.used_bytes + sum(size for _, size in sizes)
+        if total > self.total_bytes:
+            raise UnsafeArchiveError(
+                f"The import unpacks to {total / 2**20:,.0f} MB of images; the limit is "
+                f"{self.total_bytes / 2**20:,.0f} MB per import (MDSDYS_MAX_IMPORT_MB). "
+                "Import the slide in several parts."
+            )
+        for name, size in sizes:
+            if size > self.file_bytes:
+                raise UnsafeArchiveError(
+                    f"{name} unpacks to {size / 2**20:.0f} MB; one image may be at most "
+                    f"{self.file_bytes / 2**20:.0f} MB. "
+                    "Crop or compress it (PNG or JPEG) and try again."
+                )
+        self.used_files += entries
+        self.used_bytes = total
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    """A regular file inside a checked zip; its bytes are inflated only when `read` is called."""
+
+    name: str
+    size: int  # declared (and, through zipfile's bound and CRC check, true) inflated size
+    read: Callable[[], bytes]
+
+
+def zip_entries(source: bytes | Path, budget: UnpackBudget | None = None,
+                suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[ZipEntry]:
+    """The regular files of a zip (bytes, or a file on disk), checked and charged to `budget` first.
+
+    Nothing is inflated here. Entries whose names end in `suffixes` are charged and read on
+    demand; the others (a CSV, a PDF) are listed so an import can name them as skipped, and their
+    `read` refuses to inflate them. Directories, `__MACOSX/` and dotfiles are left out.
+    """
+    budget = budget if budget is not None else UnpackBudget()
+    archive = _open_zip(source, budget.files - budget.used_files)
+    infos = archive.infolist()
+    for info in infos:
+        _check_member(info)
+    members = [info for info in infos if not info.is_dir() and not _is_hidden(info.filename)]
+    wanted = {id(info) for info in members if info.filename.lower().endswith(suffixes)}
+    budget.charge([(info.filename, info.file_size) for info in members if id(info) in wanted], len(infos))
+    return [ZipEntry(info.filename, info.file_size,
+                     (lambda i=info: _read_member(archive, i)) if id(info) in wanted else (lambda i=info: _refuse(i)))
+            for info in members]
+
+
+def _refuse(info: zipfile.ZipInfo) -> bytes:
+    raise BadImageError(f"{info.filename}: is not an image file (JPEG, PNG, TIFF or BMP); skipped.")
+
+
 def iter_zip_images(
     data: bytes,
     max_files: int = 20_000,
@@ -149,14 +222,14 @@ def iter_zip_images(
 ) -> Iterator[tuple[str, bytes]]:
     """Yield (member path, bytes) for each regular file of a zip upload; raise UnsafeArchiveError.
 
-    The whole archive is checked before the first file is yielded. Directories, `__MACOSX/` and
-    dotfiles are skipped; with `suffixes` (e.g. IMAGE_SUFFIXES) only matching names are yielded.
+    The whole archive is checked before the first file is yielded; each is inflated as it is
+    yielded. Directories, `__MACOSX/` and dotfiles are skipped; with `suffixes` (e.g.
+    IMAGE_SUFFIXES) only matching names are yielded.
     """
-    archive = _open_zip(data, max_files)
-    members = _checked_members(archive, max_files, max_total_bytes)
-    for info in members:
-        if suffixes is None or info.filename.lower().endswith(suffixes):
-            yield info.filename, _read_member(archive, info)
+    budget = UnpackBudget(total_bytes=max_total_bytes, file_bytes=max_total_bytes, files=max_files)
+    for entry in zip_entries(data, budget, suffixes or ("",)):
+        if suffixes is None or entry.name.lower().endswith(suffixes):
+            yield entry.name, entry.read()
 
 
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -300,14 +373,14 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _open_zip(data: bytes, max_files: int) -> zipfile.ZipFile:
-    """Open a zip upload, refusing non-zips and archives with too many entries."""
+def _open_zip(source: bytes | Path, max_files: int) -> zipfile.ZipFile:
+    """Open a zip upload (bytes) or zip file (path), refusing non-zips and archives with too many entries."""
     # zipfile builds one ZipInfo per central-directory entry up front (~0.5 KB each), so count
     # entry signatures first: a 200 MB upload of empty entries would otherwise cost ~2 GB.
-    if data.count(_CENTRAL_DIR_SIGNATURE) > max_files:
+    if _count_signatures(source) > max_files:
         raise UnsafeArchiveError(_too_many_message(max_files))
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        return zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source))
     except (*_ZIP_DECODE_ERRORS, struct.error, IndexError, NotImplementedError) as exc:
         raise UnsafeArchiveError(
             f"The upload is not a readable zip file ({type(exc).__name__}: {exc}). "
@@ -315,25 +388,23 @@ def _open_zip(data: bytes, max_files: int) -> zipfile.ZipFile:
         ) from exc
 
 
+def _count_signatures(source: bytes | Path) -> int:
+    """Central-directory entries in a zip, counted without building them (a file is mapped, not read)."""
+    if not isinstance(source, Path):
+        return source.count(_CENTRAL_DIR_SIGNATURE)
+    try:
+        with source.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            count, at = 0, mapped.find(_CENTRAL_DIR_SIGNATURE)
+            while at >= 0:
+                count, at = count + 1, mapped.find(_CENTRAL_DIR_SIGNATURE, at + 4)
+            return count
+    except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
+        raise UnsafeArchiveError(f"Cannot read the zip file {source} ({exc}); check the path and try again.") from exc
+
+
 def _too_many_message(max_files: int) -> str:
     """Say that a zip holds more entries than allowed."""
     return f"The zip holds more than {max_files:,} entries. Split it into several smaller zip files."
-
-
-def _checked_members(archive: zipfile.ZipFile, max_files: int, max_total_bytes: int) -> list[zipfile.ZipInfo]:
-    """Check every entry of the archive; return the regular files worth yielding."""
-    infos = archive.infolist()
-    if len(infos) > max_files:
-        raise UnsafeArchiveError(_too_many_message(max_files))
-    total = sum(info.file_size for info in infos)
-    if total > max_total_bytes:
-        raise UnsafeArchiveError(
-            f"The zip unpacks to {total / 1e9:.2f} GB; the limit is {max_total_bytes / 1e9:.2f} GB. "
-            "Split it into several smaller zip files."
-        )
-    for info in infos:
-        _check_member(info)
-    return [info for info in infos if not info.is_dir() and not _is_hidden(info.filename)]
 
 
 def _check_member(info: zipfile.ZipInfo) -> None:

@@ -16,12 +16,13 @@ from mdsdys.errors import MdsdysError
 from mdsdys.jobs import queue
 from mdsdys.jobs.context import JobContext
 from mdsdys.registry import retrain
+from mdsdys.registry.starter import segmenter_for_slide
 from mdsdys.schemes import DEFAULT_SCHEME_NAME
 from mdsdys.segment import detect
 from mdsdys.segment.train import SegTrainConfig
 from mdsdys.store import connect
 from mdsdys.store.models import active_model
-from mdsdys.store.slides import list_slides
+from mdsdys.store.slides import get_slide, list_slides
 from mdsdys.store.users import User, get_user, system_user
 
 Handler = Callable[[JobContext], dict[str, Any]]
@@ -102,21 +103,43 @@ def _check(ctx: JobContext) -> Callable[[int, int, str], None]:
 
 @job_handler("segment_slides")
 def segment_slides_job(ctx: JobContext) -> dict[str, Any]:
-    """Detect cells on the given slides (default: all) with the active segmenter; read cells are kept."""
+    """Detect cells on the given slides (default: all); read cells are kept.
+
+    Each slide is detected with the store's segmenter, the shipped starter when the store has none,
+    or the more certain of the two on that slide (registry.starter). With params["propose"] (set
+    after an import), the scheme's active classifier then proposes labels for the slide's new
+    cells, so an imported slide reaches Review without anyone starting anything.
+    """
     with connect(ctx.settings.db_path) as db:
-        record = active_model(db, "segmenter")
-        if record is None:
-            raise MdsdysError("There is no active segmenter yet; train one on the Train page first.")
         slide_ids = ctx.params.get("slide_ids") or [s.id for s in list_slides(db)]
-    totals = {"slides": 0, "added": 0, "removed": 0}
+    totals: dict[str, Any] = {"slides": 0, "added": 0, "removed": 0, "proposed": 0, "models": {}}
     for slide_id in slide_ids:
-        ctx.report(stage=f"detecting cells on slide {slide_id}")
+        ctx.report(stage=f"choosing a segmenter for slide {slide_id}")
         with connect(ctx.settings.db_path) as db:
-            summary = detect.segment_slide(db, slide_id, record, progress=_check(ctx))
+            chosen = segmenter_for_slide(db, ctx.settings, slide_id)
+            ctx.report(stage=f"detecting cells on slide {slide_id} with {chosen.record.version}")
+            summary = detect.segment_slide(db, slide_id, chosen.record, progress=_check(ctx))
         totals["slides"] += 1
         totals["added"] += summary["added"]
         totals["removed"] += summary["removed"]
-    return totals | {"model": record.version}
+        totals["models"][str(slide_id)] = {"model": chosen.record.version, "why": chosen.reason,
+                                           "diameter": summary["diameter"]}
+        if ctx.params.get("propose"):
+            totals["proposed"] += _propose_slide(ctx, slide_id)
+    return totals
+
+
+def _propose_slide(ctx: JobContext, slide_id: int) -> int:
+    """Proposals for one slide's unread cells when its scheme has an active classifier; cells proposed."""
+    with connect(ctx.settings.db_path) as db:
+        slide = get_slide(db, slide_id)
+        if active_model(db, "classifier", slide.scheme_name) is None:
+            ctx.report(stage=f"no classifier for scheme {slide.scheme_name} yet: cells await a reader")
+            return 0
+        ctx.report(stage=f"proposing labels on {slide.case_id}")
+        step = _check(ctx)
+        return propose_labels(db, slide_id, unread_only=True,
+                              progress=lambda done, n: step(done, n, slide.case_id))
 
 
 @job_handler("train_classifier")

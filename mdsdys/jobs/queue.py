@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from mdsdys.accounts import auth
+from mdsdys.accounts import policy
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
 from mdsdys.store import connect, write_transaction
@@ -26,8 +26,6 @@ from mdsdys.store.users import User
 IDLE_EXIT_S = 120.0  # a worker with nothing to do exits; ensure_worker starts a new one on demand
 # Every kind of job the worker runs (mdsdys.jobs.handlers.HANDLERS has one handler for each).
 JOB_KINDS = ("train_segmenter", "segment_slides", "train_classifier", "propose_slides", "demo_bootstrap")
-# Who may queue each kind of job (issue 6: retraining is for admins and adjudicators).
-JOB_ROLES = {"train_segmenter": ("adjudicator",), "train_classifier": ("adjudicator",)}
 
 
 def enqueue(settings: Settings, kind: str, params: dict[str, Any], user: User | None,
@@ -35,8 +33,8 @@ def enqueue(settings: Settings, kind: str, params: dict[str, Any], user: User | 
     """Queue a job, audit it, and make sure a worker is running to take it."""
     if kind not in JOB_KINDS:
         raise MdsdysError(f"Unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}.")
-    if user is not None and not user.is_system:
-        auth.require_role(user, *JOB_ROLES.get(kind, ("adjudicator",)))
+    if user is not None:  # None: the command line, run by whoever owns the store file
+        policy.require(user, "job_queue")
     with connect(settings.db_path) as db, write_transaction(db):
         job_id = insert_job(db, kind, params, user.id if user else None)
         log_action(db, user, "job_queue", "job", job_id, after={"kind": kind, "params": params})
@@ -46,9 +44,9 @@ def enqueue(settings: Settings, kind: str, params: dict[str, Any], user: User | 
 
 
 def cancel(db: Database, user: User | None, job_id: int) -> str:
-    """Ask a job to stop, as someone who may queue that kind of job; audited. Returns its new state."""
+    """Ask a job to stop, as someone who may cancel jobs; audited. Returns its new state."""
+    policy.require(user, "job_cancel")
     job = get_job(db, job_id)
-    auth.require_role(user, *JOB_ROLES.get(job.kind, ("adjudicator",)))
     with write_transaction(db):
         state = request_cancel(db, job_id)
         log_action(db, user, "job_cancel", "job", job_id, before={"state": job.state}, after={"state": state})

@@ -14,7 +14,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from mdsdys import stats
-from mdsdys.accounts import auth
+from mdsdys.accounts import policy
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.classifier import load_classifier, predict_proba
 from mdsdys.classify.proposals import training_samples
@@ -29,7 +29,6 @@ from mdsdys.store.audit import log_action
 from mdsdys.store.models import ModelRecord, activate_model, active_model, get_model
 from mdsdys.store.users import User
 
-PROMOTE_ROLES = ("adjudicator",)
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _segmenter_scores(db: Database, candidate: ModelRecord, current: ModelRecord
 def promote(db: Database, settings: Settings, user: User, model_id: int, force: bool = False,
             start_worker: bool = True) -> GateResult:
     """Make a version active if the gate allows (or `force`), audit it, and re-run unread cells."""
-    auth.require_role(user, *PROMOTE_ROLES)
+    policy.require(user, "promote")
     candidate = get_model(db, model_id)
     gate = promotion_gate(db, candidate)
     if not gate.allowed and not force:
@@ -107,7 +106,7 @@ def promote(db: Database, settings: Settings, user: User, model_id: int, force: 
 
 def rollback(db: Database, settings: Settings, user: User, model_id: int, start_worker: bool = True) -> None:
     """Make an earlier version active again (no gate: it was trusted before), audited as a rollback."""
-    auth.require_role(user, *PROMOTE_ROLES)
+    policy.require(user, "promote")
     target = get_model(db, model_id)
     with write_transaction(db):  # activation and its audit row land together or not at all (issue 16)
         previous = activate_model(db, model_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from mdsdys.accounts import policy
 from mdsdys.checkpoints import save_checkpoint
 from mdsdys.errors import CheckpointError
 from mdsdys.store import write_transaction
@@ -38,6 +39,8 @@ def register_model(db: Database, models_dir: Path, checkpoint: dict[str, Any], u
     `checkpoint` must hold 'kind', 'arch', 'config' and 'metrics', and 'scheme' (a mapping with
     'name') for classifiers.
     """
+    if user is not None:  # None: the worker or the command line, as the system account
+        policy.require(user, "train")
     kind = checkpoint["kind"]
     if kind not in KINDS:
         raise CheckpointError(f"Unknown model kind {kind!r}; expected one of {', '.join(KINDS)}.")

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 from sqlite_utils import Database
 
+from mdsdys.accounts import policy
 from mdsdys.errors import MdsdysError, PermissionDeniedError
 from mdsdys.imaging.crops import draw_box
 from mdsdys.imaging.decode import read_rgb
-from mdsdys.schemes import DIAGNOSTIC_LINEAGES, LabelScheme
-from mdsdys.stats import wilson_interval
+from mdsdys.report.provenance import LabelSources, source_columns, sources_of
+from mdsdys.schemes import DIAGNOSTIC_LINEAGES, UNASSESSABLE, LabelScheme
+from mdsdys.stats import MIN_CELLS_TO_ESTIMATE, TOO_FEW, wilson_interval
 from mdsdys.store.cells import cells_on_patch, model_labels
 from mdsdys.store.dashboard import LABEL_SOURCES, label_counts, slide_rows
 from mdsdys.store.labels import final_labels
@@ -73,6 +75,7 @@ class SlideSummary:
     blasts: Proportion | None
     blast_band: str | None
     me_ratio: float | None
+    unassessable: int = 0  # cells read as can't assess (issue 17): outside every count above
 
     @property
     def reviewed_fraction(self) -> float:
@@ -93,7 +96,7 @@ def summarise_slide(slide_id: int, case_id: str, group: str | None, scheme: Labe
                     counts: Mapping[str | None, int]) -> SlideSummary:
     """The WHO numbers for one slide from its per-class counts (None = cells without a label)."""
     labelled_counts = {code: n for code, n in counts.items() if code is not None and code in scheme.codes}
-    nucleated = sum(counts.values())
+    nucleated = sum(n for code, n in counts.items() if code != UNASSESSABLE)  # can't-assess cells leave the counts
     labelled = sum(labelled_counts.values())
 
     def lineage_count(lineage: str, dysplastic: bool | None = None) -> int:
@@ -112,14 +115,15 @@ def summarise_slide(slide_id: int, case_id: str, group: str | None, scheme: Labe
     return SlideSummary(
         slide_id, case_id, group, scheme.name, nucleated, labelled, labelled_counts, tuple(dysplasia), blasts,
         blast_band(blasts.value) if blasts and blasts.n else None,
-        lineage_count("granulocytic") / erythroid if erythroid else None,
+        lineage_count("granulocytic") / erythroid if erythroid else None, counts.get(UNASSESSABLE, 0),
     )
 
 
 def allowed_sources(viewer: User) -> tuple[str, ...]:
     """Label sources a user may see. Readers see model-only numbers: final and human labels
     mix in other readers' reads, which stay blind to them until consensus (issue 4)."""
-    return LABEL_SOURCES if viewer.role in ("adjudicator", "admin") else ("model",)
+    policy.require(viewer, "report_view")  # no one logged in: a message, not an AttributeError (issue 15, item 21)
+    return LABEL_SOURCES if policy.can(viewer, "labels_view") else ("model",)
 
 
 def dashboard(db: Database, viewer: User, source: str = "final") -> list[SlideSummary]:
@@ -128,7 +132,7 @@ def dashboard(db: Database, viewer: User, source: str = "final") -> list[SlideSu
         raise MdsdysError(f"Label source must be one of {', '.join(LABEL_SOURCES)}, not {source!r}.")
     if source not in allowed_sources(viewer):
         raise PermissionDeniedError("Readers see model-only numbers until consensus; ask an adjudicator.")
-    counts = label_counts(db, source)
+    counts = label_counts(db, source, blind_to=blind_viewer(viewer))
     schemes: dict[str, LabelScheme] = {}
     summaries = []
     for row in slide_rows(db):
@@ -138,25 +142,46 @@ def dashboard(db: Database, viewer: User, source: str = "final") -> list[SlideSu
     return summaries
 
 
-def summary_table(summaries: list[SlideSummary]) -> list[dict]:
-    """Flat rows for a table: one per slide, percentages with their 95% intervals."""
+def summary_table(summaries: list[SlideSummary], sources: Mapping[int, LabelSources] | None = None,
+                  source: str = "final") -> list[dict]:
+    """Flat rows for a table: one per slide, percentages with their 95% intervals.
+
+    Blasts, M:E and megakaryocytes come first so they are visible without scrolling; with `sources`
+    each row says how many cells are human-read, settled by consensus and model-only (never
+    "labelled" for the model's).
+    """
     rows = []
     for s in summaries:
-        row = {"slide": s.case_id, "group": s.group or "", "cells": s.nucleated,
-               "labelled %": round(100 * s.reviewed_fraction, 1)}
-        for d in s.dysplasia:
-            row[f"{d.lineage[:4]}. dysplasia"] = _pct(d.share)
-            row[f"{d.lineage[:4]}. call"] = d.flag
+        row: dict = {"slide": s.case_id, "group": s.group or "", "cells": s.nucleated}
+        if sources is not None:
+            row |= source_columns(sources_of(sources, s.slide_id), source)
         row["blasts"] = _pct(s.blasts) if s.blasts else "n/a"
         row["blast band"] = s.blast_band or "n/a"
         row["M:E"] = round(s.me_ratio, 2) if s.me_ratio is not None else "n/a"
+        for d in sorted(s.dysplasia, key=lambda d: d.lineage != "megakaryocytic"):
+            row[f"{d.lineage[:4]}. dysplasia"] = _pct(d.share)
+            row[f"{d.lineage[:4]}. call"] = d.flag
+        row["can't assess"] = s.unassessable
         rows.append(row)
+    return rows
+
+
+def differential_table(summary: SlideSummary, scheme: LabelScheme) -> list[dict]:
+    """The differential count of one slide: per class its cells and % of counted cells (Wilson 95%)."""
+    total = sum(summary.counts.values())
+    rows = []
+    for label_class in scheme.classes:
+        share = proportion(summary.counts.get(label_class.code, 0), total)
+        rows.append({"code": label_class.code, "class": label_class.name, "cells": share.k,
+                     "% of counted cells": _pct(share) if total else "no cells"})
     return rows
 
 
 def _pct(share: Proportion) -> str:
     if not share.n:
         return "no cells"
+    if share.n < MIN_CELLS_TO_ESTIMATE:
+        return f"{TOO_FEW} (n={share.n})"
     return f"{100 * share.value:.1f}% ({100 * share.low:.1f}-{100 * share.high:.1f}), n={share.n}"
 
 
@@ -167,7 +192,14 @@ def cell_labels(db: Database, viewer: User, slide_id: int, source: str = "final"
     if source == "model":
         return model_labels(db, slide_id)
     slide = get_slide(db, slide_id)
-    return {c.cell_id: c.label.code for c in final_labels(db, slide.scheme_name, slide_id, human_only=source == "human")}
+    return {c.cell_id: c.label.code for c in final_labels(db, slide.scheme_name, slide_id, human_only=source == "human",
+                                                          blind_to=blind_viewer(viewer))}
+
+
+def blind_viewer(viewer: User) -> int | None:
+    """The id to blind views to: anyone who may read cells, since they may read as a second reader
+    (issue 15 item 7); None for the system account."""
+    return None if viewer.is_system else viewer.id
 
 
 def outlined_field(db: Database, patch_id: int, labels: Mapping[int, str], scheme: LabelScheme) -> np.ndarray:
@@ -185,11 +217,18 @@ def _hex_rgb(color: str) -> tuple[int, int, int]:
     return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
 
 
-def filter_summaries(summaries: list[SlideSummary], groups: list[str], review_state: str) -> list[SlideSummary]:
-    """Slides in the chosen groups and review state ('all', 'fully labelled', 'partly labelled', 'unlabelled')."""
-    states = {"fully labelled": lambda f: f >= 1.0, "partly labelled": lambda f: 0 < f < 1.0,
-              "unlabelled": lambda f: f == 0, "all": lambda f: True}
-    return [s for s in summaries if (s.group or "(none)") in groups and states[review_state](s.reviewed_fraction)]
+REVIEW_STATES = ("all", "every cell read", "partly read", "no cell read")
+
+
+def filter_summaries(summaries: list[SlideSummary], groups: list[str], review_state: str,
+                     sources: Mapping[int, LabelSources]) -> list[SlideSummary]:
+    """Slides in the chosen groups and review state (REVIEW_STATES): by cells a person has read."""
+    def read_share(s: SlideSummary) -> float:
+        counted = sources_of(sources, s.slide_id)
+        return (counted.human_read + counted.consensus) / counted.cells if counted.cells else 0.0
+    states = {"every cell read": lambda f: f >= 1.0, "partly read": lambda f: 0 < f < 1.0,
+              "no cell read": lambda f: f == 0, "all": lambda f: True}
+    return [s for s in summaries if (s.group or "(none)") in groups and states[review_state](read_share(s))]
 
 
 def difference_table(summaries: list[SlideSummary], baseline: list[SlideSummary]) -> list[dict]:

@@ -17,6 +17,7 @@ from mdsdys.annotate.masks import MIN_MASKS
 from mdsdys.annotate.scale import slide_diameter
 from mdsdys.errors import MaskError, NotFoundError, ScaleEstimateError
 from mdsdys.imaging.decode import encode_png, read_rgb
+from mdsdys.imaging.measure import measure_cell
 from mdsdys.imaging.thumbnails import thumbnails_from_image
 from mdsdys.segment.field import Segmentation, segment_patch
 from mdsdys.segment.postprocess import Box
@@ -73,7 +74,7 @@ def segment_slide(db: Database, slide_id: int, model_record: ModelRecord,
         data = get_patch_image(db, patch["id"]).data
         image = read_rgb(data)
         result = segment_patch(model, image, diameter)  # None: estimated per field, as a last resort
-        added, removed, unchanged = _store(db, patch["id"], data, result, model_record.id)
+        added, removed, unchanged = _store(db, patch["id"], data, image, result, model_record.id)
         record_uncertainty(db, patch["id"], model_record.id, uncertainty_of(result.prob))
         totals["cells"] += len(result.nuclei)
         totals["added"] += added
@@ -101,7 +102,7 @@ def segment_case(db: Database, case_id: str, progress: Progress | None = None) -
     return segment_slide(db, slide.id, active_segmenter_record(db), progress)
 
 
-def _store(db: Database, patch_id: int, data: bytes, result: Segmentation,
+def _store(db: Database, patch_id: int, data: bytes, image: np.ndarray, result: Segmentation,
            model_id: int) -> tuple[int, int, bool]:
     """Write one field's detections with their thumbnails; (added, removed, unchanged).
 
@@ -113,7 +114,8 @@ def _store(db: Database, patch_id: int, data: bytes, result: Segmentation,
     if sorted(replaceable_cells(db, patch_id)) == sorted(zip((n.box for n in nuclei), masks)):
         return 0, 0, True  # same cells as stored: keep their ids and classifier proposals
     thumbnails = thumbnails_from_image(data, [n.box for n in nuclei]) if nuclei else []
-    cells = [DetectedCell(n.box, mask, t) for n, mask, t in zip(nuclei, masks, thumbnails)]
+    sizes = [measure_cell(image, n.box, n.mask) for n in nuclei]  # px; µm with the slide's scale (issue 18)
+    cells = [DetectedCell(n.box, mask, t, *size) for n, mask, t, size in zip(nuclei, masks, thumbnails, sizes)]
     added, removed = replace_detected_cells(db, patch_id, cells, model_id)
     return added, removed, False
 

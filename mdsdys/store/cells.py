@@ -19,6 +19,8 @@ class DetectedCell:
     box: tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
     nucleus_png: bytes              # (h, w) uint8 PNG inside the box, 255 = nucleus
     thumbnail: bytes | None = None  # as mdsdys.imaging.thumbnails.thumbnails_from_image cuts it
+    nucleus_px: float | None = None  # equivalent-circle diameters (mdsdys.imaging.measure), px
+    cell_px: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ def replace_detected_cells(db: Database, patch_id: int, cells: Sequence[Detected
             cell = by_box[(x, y, w, h)]
             cursor = db.execute(
                 "INSERT OR IGNORE INTO cells (slide_id, patch_id, x, y, w, h, nucleus_png, source, model_id, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?)",
-                [slide_id, patch_id, x, y, w, h, cell.nucleus_png, model_id, utcnow()],
+                "created_at, nucleus_px, cell_px) VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?, ?)",
+                [slide_id, patch_id, x, y, w, h, cell.nucleus_png, model_id, utcnow(), cell.nucleus_px, cell.cell_px],
             )
             if cursor.rowcount and cell.thumbnail is not None:
                 save_thumbnails(db, {cursor.lastrowid: cell.thumbnail})

@@ -32,6 +32,7 @@ class Decision:
     reason_text: str
     decided_by: str
     created_at: str
+    version: int = 1  # bumped on every change; 0 is never stored (it means "no decision yet")
 
 
 # Cells with reads by two or more readers (imports excluded) and no consensus yet.
@@ -62,20 +63,20 @@ def reader_reads(db: Database, cell_id: int) -> list[ReaderRead]:
 def get_decision(db: Database, cell_id: int) -> Decision | None:
     """The consensus decision on a cell, or None."""
     row = db.execute(
-        "SELECT k.cell_id, k.code, k.tags, k.reason_code, k.reason_text, u.username, k.created_at "
+        "SELECT k.cell_id, k.code, k.tags, k.reason_code, k.reason_text, u.username, k.created_at, k.version "
         "FROM consensus k JOIN users u ON u.id = k.decided_by WHERE k.cell_id = ?", [cell_id],
     ).fetchone()
-    return Decision(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6]) if row else None
+    return Decision(row[0], row[1], tuple(json.loads(row[2])), *row[3:]) if row else None
 
 
 def put_decision(db: Database, cell_id: int, code: str, tags: Sequence[str], reason_code: str, reason_text: str,
                  decided_by: int) -> None:
-    """Insert or replace the consensus decision on a cell (the audit log keeps the earlier one)."""
+    """Insert or replace the consensus decision on a cell, bumping its version (the audit log keeps the earlier one)."""
     db.execute(
         "INSERT INTO consensus (cell_id, code, tags, reason_code, reason_text, decided_by, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cell_id) DO UPDATE SET code = excluded.code, "
         "tags = excluded.tags, reason_code = excluded.reason_code, reason_text = excluded.reason_text, "
-        "decided_by = excluded.decided_by, created_at = excluded.created_at",
+        "decided_by = excluded.decided_by, created_at = excluded.created_at, version = consensus.version + 1",
         [cell_id, code, json.dumps(list(tags)), reason_code, reason_text, decided_by, utcnow()],
     )
 

@@ -18,6 +18,14 @@ from mdsdys.store.schema import migrations
 BUSY_TIMEOUT_MS = 15_000
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+# The triggers that keep the audit log append-only, with the migration that creates each: a store
+# altered outside the app (sqlite-utils `table.transform()` rebuilds a table without its triggers)
+# must not open as if nothing happened (issue 15, item 13).
+AUDIT_TRIGGERS = {
+    "audit_no_update": "m001_initial",
+    "audit_no_delete": "m001_initial",
+    "audit_no_replace": "m007_integrity_audit_replace",
+}
 
 
 def utcnow() -> str:
@@ -47,6 +55,9 @@ def open_db(path: Path | str) -> Database:
         db = Database(conn, execute_plugins=False)
         _set_pragmas(db)
         _migrate_once(db, str(path.resolve()))
+    except StoreCorruptError:
+        conn.close()
+        raise
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreCorruptError(
@@ -85,6 +96,7 @@ def _migrate_once(db: Database, key: str) -> None:
         if migrations.pending(db):
             with write_transaction(db):
                 migrations.apply(db)
+        check_audit_protections(db.conn, key)
         _migrated.add(key)
 
 
@@ -117,10 +129,35 @@ def check_integrity(path: Path | str) -> None:
     try:
         with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems == ["ok"]:
+                check_audit_protections(conn, path)
     except sqlite3.DatabaseError as exc:
         problems = [str(exc)]
     if problems != ["ok"]:
         raise StoreCorruptError(
             f"The label store {path} is damaged ({'; '.join(problems[:3])}). The app will not start on it: "
             "restore the last backup with 'mdsdys restore FILE'."
+        )
+
+
+def check_audit_protections(conn: sqlite3.Connection, path: Path | str) -> None:
+    """Raise StoreCorruptError when a trigger that keeps the audit log append-only is missing.
+
+    Only triggers whose migration has run are required, so a backup made before a newer
+    migration still restores (and gains the trigger when it is next opened).
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "audit" not in tables or migrations.migrations_table not in tables:
+        return  # not (yet) a label store: nothing to protect
+    applied = {r[0] for r in conn.execute(
+        f"SELECT name FROM {migrations.migrations_table} WHERE migration_set = ?", [migrations.name])}
+    present = {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'")}
+    missing = sorted(name for name, made_by in AUDIT_TRIGGERS.items() if made_by in applied and name not in present)
+    if missing:
+        raise StoreCorruptError(
+            f"The label store {path} has lost the protections of its audit log (missing triggers: "
+            f"{', '.join(missing)}), so its history may have been rewritten; a tool such as sqlite-utils "
+            "'transform' drops them. The app will not start on it: restore the last backup with "
+            "'mdsdys restore FILE'."
         )

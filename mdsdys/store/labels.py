@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from mdsdys.labels import FinalLabel, resolve_final_label
+from mdsdys.store.reads import blind_params, visible_read
 
 
 @dataclass(frozen=True)
@@ -22,21 +23,23 @@ class LabelledCell:
 
 
 def final_labels(db: Database, scheme_name: str, slide_id: int | None = None,
-                 human_only: bool = False) -> list[LabelledCell]:
+                 human_only: bool = False, blind_to: int | None = None) -> list[LabelledCell]:
     """Every cell of the scheme's slides with a final label; human_only drops model-only labels.
 
     Training uses human_only=True: consensus first, then reads (imported labels included),
-    never model proposals (issue 4).
+    never model proposals (issue 4). `blind_to`: a viewer from whom other readers' reads are
+    hidden, as mdsdys.store.reads.visible_read says.
     """
     rows = db.execute(
-        """
+        f"""
         SELECT c.id, c.slide_id, s.case_id, c.patch_id, c.x, c.y, c.w, c.h, k.code,
-               (SELECT GROUP_CONCAT(r.code, char(31)) FROM reads r WHERE r.cell_id = c.id AND r.is_current = 1),
+               (SELECT GROUP_CONCAT(r.code, char(31)) FROM reads r WHERE r.cell_id = c.id AND r.is_current = 1
+                AND {visible_read("r", "c.slide_id")}),
                p.top_code
         FROM cells c JOIN slides s ON s.id = c.slide_id JOIN schemes sc ON sc.id = s.scheme_id
         LEFT JOIN consensus k ON k.cell_id = c.id LEFT JOIN proposals p ON p.cell_id = c.id
-        WHERE sc.name = ? AND (? IS NULL OR c.slide_id = ?) ORDER BY c.id
-        """, [scheme_name, slide_id, slide_id],
+        WHERE sc.name = :scheme AND (:slide IS NULL OR c.slide_id = :slide) ORDER BY c.id
+        """, {"scheme": scheme_name, "slide": slide_id, **blind_params(db, blind_to)},
     ).fetchall()
     result = []
     for row in rows:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from mdsdys.errors import NotFoundError
+from mdsdys.store.paths import resolve_model_path, stored_model_path
 from mdsdys.store.db import utcnow, write_transaction
 
 
@@ -21,7 +22,7 @@ class ModelRecord:
     version: str
     scheme: str | None     # label scheme name (classifiers only)
     arch: str
-    path: str              # checkpoint file
+    path: str              # checkpoint file, absolute (the store keeps it relative to MDSDYS_MODELS)
     config: dict[str, Any]
     metrics: dict[str, Any]
     status: str            # 'candidate', 'active' or 'retired'
@@ -33,19 +34,20 @@ _SELECT = ("SELECT m.*, s.name AS scheme_name FROM models m LEFT JOIN schemes s 
 
 
 def _record(row: dict) -> ModelRecord:
-    return ModelRecord(row["id"], row["kind"], row["version"], row["scheme_name"], row["arch"], row["path"],
+    return ModelRecord(row["id"], row["kind"], row["version"], row["scheme_name"], row["arch"],
+                       resolve_model_path(row["path"]),
                        json.loads(row["config"]), json.loads(row["metrics"]), row["status"], row["created_at"],
                        row["promoted_at"])
 
 
 def insert_model(db: Database, kind: str, version: str, scheme_id: int | None, arch: str, path: str,
                  config: dict, metrics: dict, created_by: int | None) -> int:
-    """Add a candidate model row; returns its id."""
+    """Add a candidate model row; returns its id. `path` is kept relative to the models folder when inside it."""
     return db.execute(
         "INSERT INTO models (kind, version, scheme_id, arch, path, config, metrics, created_by, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [kind, version, scheme_id, arch, path, json.dumps(config, default=str), json.dumps(metrics, default=str),
-         created_by, utcnow()],
+        [kind, version, scheme_id, arch, stored_model_path(path), json.dumps(config, default=str),
+         json.dumps(metrics, default=str), created_by, utcnow()],
     ).lastrowid
 
 
@@ -55,6 +57,12 @@ def get_model(db: Database, model_id: int) -> ModelRecord:
     if not rows:
         raise NotFoundError(f"No model with id {model_id}.")
     return _record(rows[0])
+
+
+def find_model(db: Database, version: str) -> ModelRecord | None:
+    """The model row with this version name, or None."""
+    rows = list(db.query(f"{_SELECT} WHERE m.version = ?", [version]))
+    return _record(rows[0]) if rows else None
 
 
 def list_models(db: Database, kind: str | None = None, scheme: str | None = None) -> list[ModelRecord]:
@@ -84,3 +92,4 @@ def activate_model(db: Database, model_id: int) -> ModelRecord | None:
             db.execute("UPDATE models SET status = 'retired' WHERE id = ?", [previous.id])
         db.execute("UPDATE models SET status = 'active', promoted_at = ? WHERE id = ?", [utcnow(), model_id])
     return previous if previous and previous.id != model_id else None
+

@@ -133,7 +133,8 @@ def get_cell(db: Database, cell_id: int) -> Cell:
         "SELECT id, slide_id, patch_id, x, y, w, h, source, nucleus_png FROM cells WHERE id = ?", [cell_id]
     ).fetchone()
     if row is None:
-        raise NotFoundError(f"No cell with id {cell_id}.")
+        raise NotFoundError(f"No cell with id {cell_id}; it may have gone when its slide was segmented again. "
+                            "Pick a cell from the Review queue or the Dashboard instead.")
     return Cell(row[0], row[1], row[2], (row[3], row[4], row[5], row[6]), row[7], row[8])
 
 

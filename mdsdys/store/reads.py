@@ -95,3 +95,49 @@ def slides_with_cells(db: Database) -> list[int]:
 def retire_read(db: Database, read_id: int) -> None:
     """Mark a read as no longer current (the row is kept as history)."""
     db.execute("UPDATE reads SET is_current = 0 WHERE id = ?", [read_id])
+
+
+def blind_params(db: Database, viewer_id: int | None) -> dict:
+    """Named parameters for `visible_read`: the viewer and the slides on which they read as a reader."""
+    if viewer_id is None:
+        return {"viewer": None, "viewer_slides": "[]"}
+    slides = [r[0] for r in db.execute(
+        "SELECT DISTINCT c.slide_id FROM reads r JOIN cells c ON c.id = r.cell_id "
+        "WHERE r.reader_id = ? AND r.is_current = 1 AND r.source = 'reader'", [viewer_id]).fetchall()]
+    return {"viewer": viewer_id, "viewer_slides": json.dumps(slides)}
+
+
+def visible_read(read: str, slide: str) -> str:
+    """SQL that is true when read `read` (on a cell of slide `slide`) may be shown to :viewer.
+
+    Someone who reads a slide as a reader (adjudicators too) sees other readers' reads of its cells
+    only on cells they have read themselves (issue 15 item 7): the rule consensus applies. Imported
+    labels, their own reads, and slides they do not read are not hidden. :viewer NULL hides nothing.
+    """
+    return f"""(:viewer IS NULL OR {read}.source != 'reader' OR {read}.reader_id = :viewer
+        OR {slide} NOT IN (SELECT value FROM json_each(:viewer_slides))
+        OR EXISTS (SELECT 1 FROM reads mine WHERE mine.cell_id = {read}.cell_id AND mine.reader_id = :viewer
+                   AND mine.is_current = 1))"""
+
+
+def own_code_counts(db: Database, reader_id: int, slide_id: int) -> dict[str, int]:
+    """{code: cells} of this reader's own current reads on a slide (the counting rule's input; blind)."""
+    return dict(db.execute(
+        "SELECT r.code, COUNT(*) FROM reads r JOIN cells c ON c.id = r.cell_id "
+        "WHERE r.reader_id = ? AND r.is_current = 1 AND r.source = 'reader' AND c.slide_id = ? GROUP BY r.code",
+        [reader_id, slide_id]).fetchall())
+
+
+def reader_codes_by_cell(db: Database, slide_ids: Sequence[int]) -> dict[int, list[str]]:
+    """{cell id: every reader's current code} on these slides, imports left out (agreement only: this unblinds)."""
+    if not slide_ids:
+        return {}
+    marks = ",".join("?" * len(slide_ids))
+    rows = db.execute(
+        f"SELECT r.cell_id, r.code FROM reads r JOIN cells c ON c.id = r.cell_id WHERE r.is_current = 1 "
+        f"AND r.source = 'reader' AND c.slide_id IN ({marks}) ORDER BY r.cell_id, r.reader_id", list(slide_ids),
+    ).fetchall()
+    result: dict[int, list[str]] = {}
+    for cell_id, code in rows:
+        result.setdefault(cell_id, []).append(code)
+    return result

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 from sqlite_utils import Database, Migrations
+
+from mdsdys.config import load_settings
+from mdsdys.store.paths import stored_model_path
 
 migrations = Migrations("mdsdys")
 
@@ -259,4 +264,179 @@ CREATE TABLE cell_thumbnails (
 def m005_cell_thumbnails(db: Database) -> None:
     """A stored thumbnail per cell, the classifier's input before its final resize."""
     for statement in _split(_M005):
+        db.execute(statement)
+
+
+_M007_AUDIT_REPLACE = """
+-- INSERT OR REPLACE on an existing id deletes the old row without firing the delete trigger
+-- (SQLite fires delete triggers for REPLACE only with recursive_triggers on), so refuse any insert
+-- that names an id already present (issue 15, item 13).
+CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+@migrations()
+def m007_integrity_audit_replace(db: Database) -> None:
+    """Stop INSERT OR REPLACE from rewriting an audit row in place."""
+    for statement in _split(_M007_AUDIT_REPLACE):
+        db.execute(statement)
+
+
+_M007_CONSENSUS_VERSION = """
+-- Each change of a decision bumps its version, so two adjudicators settling one cell at once cannot
+-- silently overwrite each other: a write names the version it saw (issue 15, item 15).
+ALTER TABLE consensus ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+"""
+
+
+@migrations()
+def m007_integrity_consensus_version(db: Database) -> None:
+    """A version per consensus decision, for compare-and-set."""
+    for statement in _split(_M007_CONSENSUS_VERSION):
+        db.execute(statement)
+
+
+@migrations()
+def m007_integrity_model_paths(db: Database) -> None:
+    """Keep checkpoint paths relative to MDSDYS_MODELS, so a restored store finds its models (issue 15, item 16).
+
+    Paths inside this installation's models folder become relative; others stay as they are and
+    are looked up by file name in the models folder when missing (store.models.resolve_model_path).
+    """
+    models_dir = load_settings().models_dir
+    for model_id, path in db.execute("SELECT id, path FROM models").fetchall():
+        stored = stored_model_path(path, models_dir)
+        if stored != path:
+            db.execute("UPDATE models SET path = ? WHERE id = ?", [stored, model_id])
+
+
+_M006_AUTH_SESSIONS = """
+-- Logins that survive a reload (issue 14 item 4): the browser holds a random token, the store only
+-- its SHA-256, so a copied store cannot be used to log in. Revoked or expired rows are refused.
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,      -- the idle timeout counts from here
+    expires_at TEXT NOT NULL,        -- the absolute limit, whatever the activity
+    revoked_at TEXT,                 -- set by logging out, or when the account is disabled
+    state TEXT NOT NULL DEFAULT '{}' -- JSON: what the pages keep across a reload (review position, skips)
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+-- Login attempts for rate limiting (issue 15 items 1-4): one row per attempt, by canonical name,
+-- reserved before the password is checked so parallel attempts cannot all pass the count.
+-- Not the audit log: rows older than a day are pruned.
+CREATE TABLE login_attempts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,              -- canonical (case-folded), at most 64 characters
+    at TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('pending', 'ok', 'failed', 'refused'))
+);
+CREATE INDEX login_attempts_name ON login_attempts(name, at);
+CREATE INDEX login_attempts_at ON login_attempts(at);
+"""
+
+
+@migrations()
+def m006_auth_sessions(db: Database) -> None:
+    """Server-side login sessions and login attempts for rate limiting."""
+    for statement in _split(_M006_AUTH_SESSIONS):
+        db.execute(statement)
+
+
+_M006_AUTH_SEEN_READS = """
+-- Who has seen another reader's read of a cell (issue 15 item 8): from then on that person's own
+-- blind read of the cell is frozen, and changing it is a consensus decision (the read is kept).
+CREATE TABLE unblinded (
+    cell_id INTEGER NOT NULL REFERENCES cells(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    at TEXT NOT NULL,
+    PRIMARY KEY (cell_id, user_id)
+);
+"""
+
+
+@migrations()
+def m006_auth_seen_reads(db: Database) -> None:
+    """Record when a reader first saw another read of a cell, to freeze their blind read."""
+    for statement in _split(_M006_AUTH_SEEN_READS):
+        db.execute(statement)
+
+
+_M009_COUNT = """
+-- Gold cells for reader calibration (issue 17): settled cells an adjudicator vouches for.
+CREATE TABLE gold_cells (
+    cell_id INTEGER PRIMARY KEY REFERENCES cells(id),
+    code TEXT NOT NULL,              -- the settled class the reader's read is scored against
+    marked_by INTEGER NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL
+);
+-- A gold cell served, unmarked, in a reader's queue for another slide, and the reader's answer.
+-- Kept apart from `reads` so that no count, agreement, training set or export can ever include it.
+CREATE TABLE calibration_reads (
+    id INTEGER PRIMARY KEY,
+    cell_id INTEGER NOT NULL REFERENCES cells(id),
+    reader_id INTEGER NOT NULL REFERENCES users(id),
+    slide_id INTEGER NOT NULL REFERENCES slides(id),   -- the slide being read when it was served
+    served_at TEXT NOT NULL,
+    first_code TEXT,                 -- the answer that scores (a later change cannot improve it)
+    code TEXT,                       -- the answer now (NULL: not answered, or undone)
+    tags TEXT NOT NULL DEFAULT '[]',
+    seconds REAL,
+    answered_at TEXT,
+    UNIQUE (reader_id, slide_id, cell_id)
+);
+CREATE INDEX calibration_reader ON calibration_reads(reader_id, slide_id);
+"""
+
+
+@migrations()
+def m009_count_gold(db: Database) -> None:
+    """Gold cells and calibration reads, apart from the reads that make a slide's numbers."""
+    for statement in _split(_M009_COUNT):
+        db.execute(statement)
+
+
+@migrations()
+def m009_count_secret(db: Database) -> None:
+    """The installation's calibration secret (review.gold names cells by it), made once here so that
+    showing a cell never writes to the store."""
+    db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('calibration_secret', ?)", [secrets.token_hex(32)])
+
+
+_M010_WSI = """
+-- A whole-slide scan a slide's fields came from (issue 18): its size and scale as the scanner wrote them,
+-- the scanner's label metadata, and a small overview image for showing where on the slide a field lies.
+CREATE TABLE slide_scans (
+    slide_id INTEGER PRIMARY KEY REFERENCES slides(id),
+    file_name TEXT NOT NULL,
+    format TEXT NOT NULL,            -- OpenSlide's format name: aperio, hamamatsu, mirax, leica, generic-tiff, ...
+    width INTEGER NOT NULL,          -- level-0 pixels
+    height INTEGER NOT NULL,
+    mpp_x REAL, mpp_y REAL,          -- µm per level-0 pixel from the scan; NULL when the file has none
+    metadata TEXT NOT NULL DEFAULT '{}',   -- JSON: vendor, objective, comment, barcode, associated images
+    overview_jpeg BLOB NOT NULL,     -- the whole slide, longest side <= 1024 px
+    overview_scale REAL NOT NULL,    -- overview px per level-0 px
+    imported_at TEXT NOT NULL
+);
+-- Where each field cut from a scan lies on it, in level-0 pixels.
+CREATE TABLE field_positions (
+    patch_id INTEGER PRIMARY KEY REFERENCES patches(id),
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    zone_score REAL                  -- the zone finder's score when it chose the field; NULL if a person added it
+);
+-- Each cell's size in pixels, measured when it is stored; times the slide's µm per px gives µm.
+-- Both are equivalent-circle diameters: of the nucleus mask, and of nucleus plus cytoplasm.
+ALTER TABLE cells ADD COLUMN nucleus_px REAL;
+ALTER TABLE cells ADD COLUMN cell_px REAL;
+"""
+
+
+@migrations()
+def m010_wsi_scans_positions_sizes(db: Database) -> None:
+    """Whole-slide scans, each field's position on its scan, and cell sizes (issue 18)."""
+    for statement in _split(_M010_WSI):
         db.execute(statement)

@@ -21,6 +21,7 @@ class User:
     username: str
     role: str
     is_system: bool = False
+    active: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -29,7 +30,7 @@ class User:
 
 
 def _user(row: dict) -> User:
-    return User(row["id"], row["username"], row["role"], bool(row["is_system"]))
+    return User(row["id"], row["username"], row["role"], bool(row["is_system"]), bool(row["active"]))
 
 
 def insert_user(db: Database, username: str, role: str, password_hash: str | None, is_system: bool = False) -> User:
@@ -42,9 +43,14 @@ def insert_user(db: Database, username: str, role: str, password_hash: str | Non
 
 
 def find_user(db: Database, username: str) -> tuple[User, str | None] | None:
-    """The active user with this name and their password hash, or None."""
+    """The active user with this name (any case) and their password hash, or None."""
     rows = list(db.query("SELECT * FROM users WHERE username = ? AND active = 1", [username]))
     return (_user(rows[0]), rows[0]["password_hash"]) if rows else None
+
+
+def username_taken(db: Database, username: str) -> bool:
+    """Whether any account, active or disabled, has this name (names match case-insensitively)."""
+    return db.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone() is not None
 
 
 def get_user(db: Database, user_id: int) -> User:
@@ -73,11 +79,27 @@ def update_user(db: Database, user_id: int, role: str | None = None,
 
 
 def system_user(db: Database) -> User:
-    """The built-in account for CLI actions and imported labels, created on first use."""
-    found = find_user(db, SYSTEM_USERNAME)
-    if found:
-        return found[0]
-    return insert_user(db, SYSTEM_USERNAME, "admin", None, is_system=True)
+    """The built-in account for CLI actions and imported labels, created on first use.
+
+    Found by its is_system flag, never by name: a person's account called "system" (possible before
+    the name was reserved, issue 15 item 11) never stands in for it.
+    """
+    rows = list(db.query("SELECT * FROM users WHERE is_system = 1 ORDER BY id LIMIT 1"))
+    if rows:
+        return _user(rows[0])
+    taken = db.execute("SELECT 1 FROM users WHERE username = ?", [SYSTEM_USERNAME]).fetchone()
+    return insert_user(db, f"{SYSTEM_USERNAME}-account" if taken else SYSTEM_USERNAME, "admin", None, is_system=True)
+
+
+def all_usernames(db: Database) -> list[str]:
+    """Every account name, disabled and built-in ones too (new names must not look like any)."""
+    return [r[0] for r in db.execute("SELECT username FROM users").fetchall()]
+
+
+def count_active_admins(db: Database, excluding: int | None = None) -> int:
+    """Active human admins, optionally not counting one account."""
+    return int(db.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1 AND is_system = 0 "
+                          "AND id IS NOT ?", [excluding]).fetchone()[0])
 
 
 def count_humans(db: Database) -> int:

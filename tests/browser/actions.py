@@ -70,3 +70,8 @@ def save_screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOT_DIR / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def files_input(page: Page):
+    """The Import page's "Files" uploader (the page has a second one, for whole-slide scans)."""
+    return page.get_by_role("region", name="Files").get_by_test_id("stFileUploaderDropzoneInput")

@@ -189,11 +189,9 @@ def retrain_classifier(page: Page, epochs: int = 1, timeout_ms: int = TRAIN_TIME
 # --- Dashboard --------------------------------------------------------------------------------
 
 def download_slide_report(page: Page, target: Path) -> Path:
-    """Prepare and download the printable slide report from the Dashboard; returns where it was saved."""
+    """Download the printable slide report from the Dashboard (one click); returns where it was saved."""
     open_sidebar_page(page, "Dashboard")
-    page.get_by_role("button", name="Prepare: Slide report (printable HTML)").click()
-    wait_for_app(page)
-    button = page.get_by_role("button", name=re.compile(r"^Download .*-report\.html$"))
+    button = page.get_by_role("button", name="Download Slide report (printable HTML)")
     with page.expect_download(timeout=STEP_TIMEOUT_MS) as download:
         button.click()
     download.value.save_as(target)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mdsdys.review.gold import cell_label
 from mdsdys.store import connect
 from mdsdys.store.patches import annotation_queue, get_masks
 from mdsdys.store.users import find_user
@@ -20,24 +21,25 @@ def user_id(home: Path, username: str) -> int:
 
 
 def current_reads(home: Path, username: str) -> dict[int, str]:
-    """cell id -> code of every current read by this reader."""
+    """cell label (as the pages show it, issue 17) -> code of every current read by this reader."""
     with connect(home / "labels.db") as db:
         rows = db.execute("SELECT cell_id, code FROM reads WHERE reader_id = ? AND is_current = 1",
                           [user_id(home, username)]).fetchall()
-    return {cell: code for cell, code in rows}
+        return {cell_label(db, cell): code for cell, code in rows}
 
 
 def read_rows(home: Path, username: str) -> list[tuple[int, str, int]]:
-    """Every read row (current and replaced) by this reader: (cell id, code, is_current)."""
+    """Every read row (current and replaced) by this reader: (cell label, code, is_current)."""
     with connect(home / "labels.db") as db:
-        return db.execute("SELECT cell_id, code, is_current FROM reads WHERE reader_id = ? ORDER BY id",
+        rows = db.execute("SELECT cell_id, code, is_current FROM reads WHERE reader_id = ? ORDER BY id",
                           [user_id(home, username)]).fetchall()
+        return [(cell_label(db, cell), code, current) for cell, code, current in rows]
 
 
 def consensus_cells(home: Path) -> dict[int, str]:
-    """cell id -> code of every consensus decision."""
+    """cell label -> code of every consensus decision."""
     with connect(home / "labels.db") as db:
-        return dict(db.execute("SELECT cell_id, code FROM consensus").fetchall())
+        return {cell_label(db, cell): code for cell, code in db.execute("SELECT cell_id, code FROM consensus")}
 
 
 def first_field(home: Path) -> dict:

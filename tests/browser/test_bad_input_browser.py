@@ -15,7 +15,7 @@ from PIL import Image
 from mdsdys.store import connect
 
 from . import steps
-from .actions import EXCEPTION_BOX, save_screenshot, wait_for_app
+from .actions import EXCEPTION_BOX, files_input, save_screenshot, wait_for_app
 from .server import build_demo_home, start_server, stop_server
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _file(name: str, data: bytes, mime: str = "image/png") -> dict:
 def _import(page: Page, slide: str, files: list[dict]) -> None:
     steps.open_sidebar_page(page, "Import")
     page.get_by_label("New slide name").fill(slide)
-    page.locator('input[type="file"]').set_input_files(files)
+    files_input(page).set_input_files(files)
     page.wait_for_timeout(1000)  # the uploader sends each file to the server before the form may submit
     page.get_by_role("button", name="Import").click()
     wait_for_app(page)
@@ -117,7 +117,7 @@ def test_upload_over_the_size_limit_gets_a_clear_message(browser: Browser, small
     try:
         steps.login_as(page, small_upload_server[0], "admin")
         steps.open_sidebar_page(page, "Import")
-        page.locator('input[type="file"]').set_input_files([_file("big.png", too_big)])
+        files_input(page).set_input_files([_file("big.png", too_big)])
         page.wait_for_timeout(1000)
         message = page.get_by_text("1.0MB or smaller").or_(page.get_by_text("too large")).or_(page.get_by_text("1 MB"))
         expect(message.first).to_be_visible()

@@ -20,7 +20,7 @@ from mdsdys.store import check_integrity, connect
 from mdsdys.store.stats import store_counts
 
 from . import steps
-from .actions import save_screenshot, wait_for_app
+from .actions import files_input, save_screenshot, wait_for_app
 from .server import build_demo_home, start_server, stop_server
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _slide_fields(home: Path) -> int:
 def _start_import(page: Page, data: bytes) -> None:
     steps.open_sidebar_page(page, "Import")
     page.get_by_label("New slide name").fill(SLIDE)
-    page.locator('input[type="file"]').set_input_files([{"name": "fields.zip", "mimeType": "application/zip",
+    files_input(page).set_input_files([{"name": "fields.zip", "mimeType": "application/zip",
                                                          "buffer": data}])
     page.wait_for_timeout(1500)  # the uploader sends the file to the server before the form may submit
     page.get_by_role("button", name="Import").click()
