@@ -88,13 +88,14 @@ def cell_panel(slide, mode: str, hide_model: bool, show_cam: bool) -> None:
     if (opened_cell := st.session_state.pop("review_open_cell", None)) is not None:
         cursor.show(opened_cell)
 
-    def _advance() -> None:
+    def _advance(after_read: bool = False) -> None:
         if not cursor.forward():
-            # At the head of the queue, → moves past the cell on screen (left unread, not skipped for good).
+            # At the head of the queue, → moves past the cell on screen (left unread, not skipped for good);
+            # with no other cell left it stays. After a read the queue moves on even when it is empty.
             passed = [cursor.current] if cursor.current is not None else []
             with ui.store() as db:
                 following = reads.next_cell(db, user, slide.id, queue_mode, [*(cursor.skipped or []), *passed])
-            if following is not None or not passed:
+            if following is not None or not passed or after_read:
                 cursor.show(following)
         st.session_state["review_shown_at"] = time.monotonic()
 
@@ -111,7 +112,7 @@ def cell_panel(slide, mode: str, hide_model: bool, show_cam: bool) -> None:
             st.session_state["review_error"] = str(exc)
             return
         if mode != "Gallery":
-            _advance()
+            _advance(after_read=True)
 
     def _seconds() -> float:
         return round(time.monotonic() - st.session_state.get("review_shown_at", time.monotonic()), 2)

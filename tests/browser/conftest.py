@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .actions import save_screenshot
 from .server import build_demo_home, start_server, stop_server
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ def app_server(demo_home: Path) -> Iterator[str]:
         stop_server(server)
 
 
+_OPEN_BROWSERS: list[Browser] = []
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium driven by Playwright."""
@@ -65,8 +69,25 @@ def browser() -> Iterator[Browser]:
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        _OPEN_BROWSERS.append(chromium)
         yield chromium
+        _OPEN_BROWSERS.remove(chromium)
         chromium.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """When a browser test fails, keep a screenshot of every open page (test-output/browser/failed-*)."""
+    try:
+        return (yield)
+    except BaseException:
+        pages = [page for chromium in _OPEN_BROWSERS for context in chromium.contexts for page in context.pages]
+        for number, page in enumerate(pages):
+            try:
+                save_screenshot(page, f"failed-{item.name}-{number}")
+            except Exception as error:  # noqa: BLE001 - the test's own failure is the one to report
+                print(f"no screenshot of page {number}: {error}")
+        raise
 
 
 @pytest.fixture

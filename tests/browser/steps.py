@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from mdsdys.demo.study import DEMO_ACCOUNTS
 
-from .actions import EXCEPTION_BOX, login, open_sidebar_page, wait_for_app
+from .actions import EXCEPTION_BOX, login, open_sidebar_page, save_screenshot, wait_for_app
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -120,7 +120,8 @@ def _wait_cell_changed(page: Page, before: int, timeout_ms: int, done_text: str 
             if match and int(match.group(1)) != before:
                 return
         page.wait_for_timeout(50)
-    raise AssertionError(f"the page still shows cell {before} {timeout_ms / 1000:.0f} s after a key press")
+    shot = save_screenshot(page, f"stuck-on-cell-{before}")
+    raise AssertionError(f"the page still shows cell {before} {timeout_ms / 1000:.0f} s after a key press (see {shot})")
 
 
 def review_by_keys(page: Page, keys: str, before_press=None, timeout_ms: int = STEP_TIMEOUT_MS) -> list[Press]:
