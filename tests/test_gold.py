@@ -138,3 +138,18 @@ def test_the_readers_page_shows_the_scores_to_an_adjudicator(db, study, home) ->
     assert list(frame["reader"]) == ["ann"] and list(frame["gold cells read"]) == [3]
     refused = open_page("pages/8_Readers.py", study["ann"].id)
     assert refused.error and not refused.dataframe
+
+
+def test_the_gold_queries_walk_the_gold_cells_not_every_cell(db, study) -> None:
+    """At 555,052 cells a plan that scans `cells` cost 23 ms on every key press (bench/scale.py)."""
+    from mdsdys.store import gold as gold_store
+
+    captured = []
+    db.conn.set_trace_callback(captured.append)
+    gold_store.count_gold_elsewhere(db, 1)
+    gold_store.gold_candidates(db, 1, 1)
+    db.conn.set_trace_callback(None)
+    for sql in captured:
+        plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+        assert "SCAN c" not in plan, plan
+        assert "SCAN g" in plan, plan

@@ -58,7 +58,7 @@ def gold_candidates(db: Database, reader_id: int, slide_id: int) -> list[tuple[i
     return db.execute(
         """
         SELECT g.cell_id, (SELECT COUNT(*) FROM calibration_reads k WHERE k.cell_id = g.cell_id AND k.reader_id = ?)
-        FROM gold_cells g JOIN cells c ON c.id = g.cell_id
+        FROM gold_cells g CROSS JOIN cells c ON c.id = g.cell_id  -- CROSS: walk the few gold cells, not cells
         WHERE c.slide_id != ?
           AND NOT EXISTS (SELECT 1 FROM calibration_reads k WHERE k.cell_id = g.cell_id AND k.reader_id = ?
                           AND k.slide_id = ?)
@@ -69,7 +69,8 @@ def gold_candidates(db: Database, reader_id: int, slide_id: int) -> list[tuple[i
 
 def count_gold_elsewhere(db: Database, slide_id: int) -> int:
     """Gold cells on slides other than this one."""
-    return db.execute("SELECT COUNT(*) FROM gold_cells g JOIN cells c ON c.id = g.cell_id WHERE c.slide_id != ?",
+    # CROSS JOIN keeps the few gold cells as the outer loop; a plain JOIN lets SQLite scan every cell.
+    return db.execute("SELECT COUNT(*) FROM gold_cells g CROSS JOIN cells c ON c.id = g.cell_id WHERE c.slide_id != ?",
                       [slide_id]).fetchone()[0]
 
 
