@@ -46,7 +46,9 @@ review_state = filters[1].selectbox("Read by a person", dashboard.REVIEW_STATES,
 shown = dashboard.filter_summaries(summaries, chosen_groups, review_state, label_sources)
 table = pd.DataFrame(dashboard.summary_table(shown, label_sources, source))
 st.caption("human-read: read by at least one person; consensus: settled by an adjudicator; model-only: "
-           f"{provenance.NOT_VERIFIED}. 'model share %' is the model's part of the numbers under this source.")
+           f"{provenance.NOT_VERIFIED}. 'model share %' is the model's part of the numbers under this source. "
+           "A 'call (one look)' reads the 95% interval once, over every cell counted so far; while you are still "
+           "counting, decide when to stop with 'Counting to a decision' in the slide detail below.")
 if baseline is not None:
     table = table.merge(pd.DataFrame(dashboard.difference_table(shown, baseline)), on="slide", how="left")
 st.dataframe(table, hide_index=True, key="dash_table")

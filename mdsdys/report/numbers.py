@@ -160,7 +160,9 @@ def summary_table(summaries: list[SlideSummary], sources: Mapping[int, LabelSour
         row["M:E"] = round(s.me_ratio, 2) if s.me_ratio is not None else "n/a"
         for d in sorted(s.dysplasia, key=lambda d: d.lineage != "megakaryocytic"):
             row[f"{d.lineage[:4]}. dysplasia"] = _pct(d.share)
-            row[f"{d.lineage[:4]}. call"] = d.flag
+            # One look at the 95% interval over every cell counted; when to stop counting is the
+            # sequential rule's ("Counting to a decision"), which allows for a look after every cell.
+            row[f"{d.lineage[:4]}. call (one look)"] = d.flag
         row["can't assess"] = s.unassessable
         rows.append(row)
     return rows
