@@ -18,13 +18,13 @@ def walk_order(kept: Sequence[int], queue_ids: Sequence[int]) -> list[int]:
     return order + [field for field in queue_ids if field not in seen]
 
 
-def step(order: Sequence[int], current: int | None, by: int) -> int:
-    """The field `by` places from `current` in `order`, wrapping round; the first when current is not there."""
+def step(order: Sequence[int], current: int | None, offset: int) -> int:
+    """The field `offset` places from `current` in `order`, wrapping round; the first when current is not there."""
     if not order:
         raise ValueError("There are no fields to walk.")
     if current not in order:
         return order[0]
-    return order[(list(order).index(current) + by) % len(order)]
+    return order[(list(order).index(current) + offset) % len(order)]
 
 
 def slide_fields(order: Sequence[int], slide_of: dict[int, str], slide: str | None) -> list[int]:
