@@ -72,6 +72,7 @@ if submitted:
 @st.fragment(run_every=2.0)
 def detection_progress() -> None:
     """Each slide's latest detection job, refreshed every 2 s while the page is open."""
+    ui.recheck_login("import")  # a fragment rerun skips the page's login check: a logout or demotion stops it
     with ui.store() as db:
         jobs = progress.slide_jobs(db)
         names = {s.id: s.case_id for s in views.slides(db)}

@@ -4,13 +4,13 @@ import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from mdsdys.annotate import canvas, masks, scale
+from mdsdys.annotate import canvas, masks, scale, walk
 from mdsdys.app import ui
 from mdsdys.errors import MdsdysError
 
 ui.page_setup("Annotate")
 st.title("Annotate nucleus masks")
-user = ui.require_login()
+user = ui.require_login("annotate")
 
 with ui.store() as db:
     queue = masks.fields_to_annotate(db)
@@ -23,8 +23,34 @@ st.caption(f"{masked} of {len(queue)} fields have a mask. A first segmenter need
            f"{masks.MIN_MASKS} masked fields; more, from several slides, make it better. "
            "Fields without a mask come first; once a segmenter exists, those it is least sure about lead.")
 
-position = st.session_state.setdefault("annotate_position", 0) % len(queue)
-field = queue[position]
+fields = {field["id"]: field for field in queue}
+slide_of = {field_id: field["slide"] for field_id, field in fields.items()}
+# A fixed walk for the session: saving moves a field to the back of the queue, and Next then Previous
+# must still come back to it (mdsdys.annotate.walk).
+order = st.session_state["annotate_order"] = walk.walk_order(st.session_state.get("annotate_order", []), list(fields))
+slides = list(dict.fromkeys(slide_of[field_id] for field_id in order))
+if st.session_state.get("annotate_slide") not in slides:
+    st.session_state["annotate_slide"] = slides[0]
+
+
+def _move(in_slide: tuple[int, ...], step: int) -> None:
+    st.session_state["annotate_field"] = walk.step(in_slide, st.session_state.get("annotate_field"), step)
+    st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+
+
+with st.sidebar:
+    slide_name = st.selectbox("Slide", slides, key="annotate_slide")
+    in_slide = tuple(walk.slide_fields(order, slide_of, slide_name))
+    if st.session_state.get("annotate_field") not in in_slide:
+        st.session_state["annotate_field"] = in_slide[0]
+    field_id = st.selectbox("Field", in_slide, key="annotate_field", help=f"{len(in_slide)} fields on this slide",
+                            format_func=lambda i: fields[i]["name"] + (" · has a mask" if fields[i]["masks"] else ""))
+field = fields[field_id]
+if st.session_state.get("annotate_shown") != field_id:  # a new field starts with the brush, not the last tool
+    st.session_state["annotate_shown"] = field_id
+    st.session_state["annotate_tool"] = "Brush"
+    st.session_state["annotate_view"] = 0
+
 with ui.store() as db:
     image = masks.field_image(db, field["id"])
     saved_mask, saved_source = masks.current_mask(db, user, field["id"])
@@ -39,6 +65,9 @@ with st.sidebar:
     view_index = st.selectbox("View", range(len(views)), key="annotate_view",
                               format_func=lambda i: f"part {i + 1} of {len(views)}") if len(views) > 1 else 0
     tool = st.radio("Tool", ["Brush", "Polygon", "Eraser"], key="annotate_tool", horizontal=True)
+    if tool == "Polygon":
+        st.caption("Click round the nucleus to place corners; click the first corner again to close the "
+                   "polygon (a closed one is filled). Clicking another corner removes it.")
     width = st.slider("Brush width (canvas pixels)", 2, 60, 14, key="annotate_brush")
     if field["uncertainty"] is not None:
         st.caption(f"Segmenter uncertainty on this field: {field['uncertainty']:.2f} (0 sure, 1 unsure).")
@@ -71,9 +100,7 @@ with st.sidebar:
                     ui.show_error(exc)
 view = views[view_index]
 canvas_w, canvas_h = canvas.canvas_size(view)
-stroke = canvas.ERASE_RGB if tool == "Eraser" else canvas.NUCLEUS_RGBA[:3]
-color = "rgb({},{},{})".format(*stroke) if tool == "Eraser" else "rgba({},{},{},{:.2f})".format(
-    *canvas.NUCLEUS_RGBA[:3], canvas.NUCLEUS_RGBA[3] / 255)
+color = canvas.css_rgba(canvas.ERASE_RGBA if tool == "Eraser" else canvas.NUCLEUS_RGBA)
 canvas_key = f"annotate_canvas_{field['id']}_{view_index}_{st.session_state.get('annotate_generation', 0)}"
 result = st_canvas(
     fill_color=color, stroke_width=width, stroke_color=color,
@@ -81,13 +108,9 @@ result = st_canvas(
     height=canvas_h, width=canvas_w, drawing_mode="polygon" if tool == "Polygon" else "freedraw",
     return_image_data=True, key=canvas_key,
 )
-st.caption("Draw over each nucleus; the toolbar under the canvas has undo, redo and clear. "
-           "Tinted areas are already in the mask; the eraser removes them.")
-
-
-def _move(step: int) -> None:
-    st.session_state["annotate_position"] = position + step
-    st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1
+st.caption("Draw over each nucleus. Hover over the canvas for its toolbar, at the top right: undo, redo "
+           "and the bin, which clears what you drew since the last save. Tinted areas are already in the mask; "
+           "the eraser (a pale stroke) removes them.")
 
 
 def _merged() -> np.ndarray:
@@ -108,8 +131,8 @@ if buttons[0].button("Save", type="primary", key="annotate_save", shortcut="Ctrl
         st.success(f"Saved: {nuclei} nuclei ({source.replace('_', '-')}).")
     except MdsdysError as exc:
         ui.show_error(exc)
-buttons[1].button("← Previous", key="annotate_prev", on_click=_move, args=(-1,))
-buttons[2].button("Next →", key="annotate_next", on_click=_move, args=(1,))
+buttons[1].button("← Previous", key="annotate_prev", on_click=_move, args=(in_slide, -1))
+buttons[2].button("Next →", key="annotate_next", on_click=_move, args=(in_slide, 1))
 if buttons[3].button("Clear the whole mask", key="annotate_clear"):
     st.session_state[f"annotate_base_{field['id']}"] = np.zeros_like(saved_mask)
     st.session_state["annotate_generation"] = st.session_state.get("annotate_generation", 0) + 1

@@ -17,7 +17,7 @@ from mdsdys.review import reads as review
 
 ui.page_setup("Dashboard")
 st.title("Slide dashboard")
-user = ui.require_login()
+user = ui.require_login("report_view")
 
 sources = dashboard.allowed_sources(user)
 source = st.radio("Label source", sources, format_func=provenance.SOURCE_NAMES.get, horizontal=True,

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import image_bytes
+from conftest import image_bytes, open_page
 
 from mdsdys.accounts import auth
-from mdsdys.annotate import canvas, masks, scale
+from mdsdys.annotate import canvas, masks, scale, walk
 from mdsdys.config import load_settings
 from mdsdys.errors import MaskError, MdsdysError, PermissionDeniedError
 from mdsdys.imaging.decode import read_rgb
@@ -56,7 +56,7 @@ def test_the_eraser_removes_mask_pixels():
     view = canvas.View(0, 0, 10, 10)
     base = np.full((10, 10), 255, np.uint8)
     strokes = np.zeros((10, 10, 4), np.uint8)
-    strokes[:, :5] = (*canvas.ERASE_RGB, 255)
+    strokes[:, :5] = canvas.ERASE_RGBA
     add, erase = canvas.strokes_to_masks(strokes, view)
     merged = canvas.merge_view(base, view, add, erase)
     assert (merged[:, :5] == 0).all() and (merged[:, 5:] == 255).all()
@@ -162,3 +162,70 @@ def test_the_one_mask_validator_refuses_an_empty_mask_and_a_size_mismatch():
     mask[5:10, 5:10], mask[20:30, 30:40] = 1, 1
     binary, nuclei = masks.validate_mask(mask, 60, 40)
     assert nuclei == 2 and set(np.unique(binary)) == {0, 255}
+
+
+def test_the_later_of_two_overlapping_strokes_wins_and_the_eraser_is_not_green():
+    """Brush over eraser adds, eraser over brush erases; composites as the canvas (source-over) makes them."""
+    def over(top, bottom):  # straight-alpha source-over of two RGBA colours, 0-255
+        ta, ba = top[3] / 255, bottom[3] / 255
+        out = ta + ba * (1 - ta)
+        rgb = [(t * ta + b * ba * (1 - ta)) / out for t, b in zip(top[:3], bottom[:3])]
+        return (*[round(c) for c in rgb], round(out * 255))
+    strokes = np.zeros((1, 2, 4), np.uint8)
+    strokes[0, 0] = over(canvas.ERASE_RGBA, canvas.NUCLEUS_RGBA)
+    strokes[0, 1] = over(canvas.NUCLEUS_RGBA, canvas.ERASE_RGBA)
+    add, erase = canvas.strokes_to_masks(strokes, canvas.View(0, 0, 2, 1))
+    assert erase.tolist() == [[True, False]] and add.tolist() == [[False, True]]
+    r, g, b, _ = canvas.ERASE_RGBA
+    assert not (g > 200 and r < 100 and b < 100)  # issue 14: it painted bright green
+    assert canvas.css_rgba(canvas.ERASE_RGBA) == "rgba(255,255,255,0.59)"
+
+
+def test_next_then_previous_returns_to_the_field_even_when_saving_reorders_the_queue():
+    kept = walk.walk_order([], [1, 2, 3])
+    assert walk.step(kept, 1, 1) == 2
+    reordered = walk.walk_order(kept, [2, 3, 1])  # field 1 saved a mask: the queue moves it to the back
+    assert reordered == [1, 2, 3]
+    assert walk.step(reordered, walk.step(reordered, 1, 1), -1) == 1
+    assert walk.step(reordered, 1, -1) == 3 and walk.step(reordered, 99, 1) == 1
+    assert walk.walk_order([3, 9, 1], [1, 2, 3]) == [3, 1, 2]  # a deleted field drops out, a new one joins
+    assert walk.slide_fields([3, 1, 2], {1: "A", 2: "B", 3: "A"}, "A") == [3, 1]
+
+
+def _two_slides(db):
+    for slide, n in (("S1", 3), ("S2", 2)):
+        importer.import_patches(db, slide, [importer.SourceFile(f"{slide}-{i}.png", (lambda i=i: image_bytes(i)))
+                                            for i in range(n)])
+    ids = {row["slide"]: patch_slide(db, row["id"]) for row in annotation_queue(db)}
+    store_estimated_diameter(db, ids["S1"], 21.5)
+    store_estimated_diameter(db, ids["S2"], 33.0)
+    return auth.create_user(db, "ann", "password-a", "reader")
+
+
+def _shown(at) -> str:
+    return at.selectbox(key="annotate_field").format_func(at.selectbox(key="annotate_field").value).split(" ·")[0]
+
+
+def test_on_the_page_next_then_previous_comes_back_after_a_save_and_the_tool_resets_to_brush(db):
+    ann = _two_slides(db)
+    at = open_page("pages/2_Annotate.py", ann.id)
+    assert not at.exception, at.exception
+    first = _shown(at)
+    field_id = at.selectbox(key="annotate_field").value
+    masks.save_annotation(db, ann, field_id, np.full((40, 48), 255, np.uint8))  # as Save does
+    at.radio(key="annotate_tool").set_value("Eraser").run()
+    at.button(key="annotate_next").click().run()
+    assert _shown(at) != first and at.radio(key="annotate_tool").value == "Brush"
+    at.button(key="annotate_prev").click().run()
+    assert not at.exception and _shown(at) == first
+
+
+def test_the_slide_picker_shows_each_slides_fields_and_its_own_diameter(db):
+    ann = _two_slides(db)
+    at = open_page("pages/2_Annotate.py", ann.id)
+    assert at.selectbox(key="annotate_slide").options == ["S1", "S2"]
+    diameter = lambda: next(n for n in at.number_input if n.key.startswith("annotate_diameter_")).value  # noqa: E731
+    assert diameter() == 21.5 and _shown(at).startswith("S1-")
+    at.selectbox(key="annotate_slide").set_value("S2").run()
+    assert not at.exception and diameter() == 33.0
+    assert len(at.selectbox(key="annotate_field").options) == 2 and _shown(at).startswith("S2-")

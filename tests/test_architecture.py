@@ -130,6 +130,7 @@ RENDER_SCRIPT = """
 import json, os, sys
 from pathlib import Path
 from streamlit.testing.v1 import AppTest
+from mdsdys.accounts.sessions import start_session
 from mdsdys.demo.study import build_demo
 from mdsdys.store import connect
 from mdsdys.store.users import find_user
@@ -138,14 +139,16 @@ home = Path(sys.argv[1])
 with connect(home / "labels.db") as db:
     build_demo(db, seed=0, patches_per_slide=2)
     admin, _ = find_user(db, "admin")
+    token = start_session(db, admin)
 result = {}
 for page in json.loads(sys.argv[2]):
     at = AppTest.from_file(str(Path(sys.argv[3]) / "app.py"), default_timeout=60)
-    at.session_state["mdsdys_user_id"] = admin.id
+    at.session_state["mdsdys_session"] = token  # logged in, as the login form leaves it (ui._SESSION_KEY)
     at.run()
     if page != "app.py":
         at.switch_page(page).run()
-    result[page] = {"torch": "torch" in sys.modules, "exception": bool(at.exception)}
+    logged_in = any("Logged in as" in m.value for m in at.sidebar.markdown)
+    result[page] = {"torch": "torch" in sys.modules, "exception": bool(at.exception), "logged_in": logged_in}
 print(json.dumps(result))
 """
 
@@ -160,7 +163,7 @@ def test_pages_that_run_no_model_render_without_loading_torch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) == set(pages)
-    assert {page: r for page, r in result.items() if r["torch"] or r["exception"]} == {}
+    assert {page: r for page, r in result.items() if r["torch"] or r["exception"] or not r["logged_in"]} == {}
 
 
 def test_the_status_command_runs_without_loading_torch(home):

@@ -216,7 +216,8 @@ def test_pages_never_call_the_store_s_request_cancel():
         assert "request_cancel" not in path.read_text(), path.name
 
 
-@pytest.mark.parametrize("page", ["5_Train.py", "3_Review.py"])
+@pytest.mark.parametrize("page", sorted(p.name for p in (REPO_ROOT / "pages").glob("*.py")
+                                         if "st.fragment" in p.read_text()))
 def test_every_fragment_rechecks_the_login_on_every_rerun(page):
     """A fragment reruns alone, skipping the page's require_login: it must ask the store again first."""
     tree = ast.parse((REPO_ROOT / "pages" / page).read_text())

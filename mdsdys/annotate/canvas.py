@@ -14,7 +14,10 @@ import numpy as np
 from PIL import Image
 
 NUCLEUS_RGBA = (255, 0, 255, 110)   # translucent magenta: the nucleus stays visible under the brush
-ERASE_RGB = (0, 255, 0)             # opaque green marks erased pixels
+# The eraser paints translucent white, so an erased area looks rubbed out (the old opaque green read as
+# paint, issue 14). The brush has no green at all; a pixel whose green is over half is mostly eraser,
+# which also lets the later of two overlapping strokes win.
+ERASE_RGBA = (255, 255, 255, 150)
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,14 @@ def canvas_size(view: View, max_canvas: int = 720, max_zoom: float = 3.0) -> tup
 def strokes_to_masks(strokes: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
     """Canvas RGBA (h', w', 4) → (add, erase) boolean masks of the view's size (view.h, view.w)."""
     alpha = strokes[..., 3] > 0
-    erase = alpha & (np.abs(strokes[..., :3].astype(int) - ERASE_RGB).sum(axis=-1) < 60)
+    erase = alpha & (strokes[..., 1] > 127)
     add = alpha & ~erase
     return _resize_bool(add, view), _resize_bool(erase, view)
+
+
+def css_rgba(rgba: tuple[int, int, int, int]) -> str:
+    """An (r, g, b, a) colour with 0-255 alpha as the CSS string the canvas takes."""
+    return "rgba({},{},{},{:.2f})".format(*rgba[:3], rgba[3] / 255)
 
 
 def _resize_bool(mask: np.ndarray, view: View) -> np.ndarray:

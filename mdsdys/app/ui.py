@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
 from sqlite_utils import Database
 
 from mdsdys.accounts import auth, policy, sessions, setup
+from mdsdys.app import navigation as nav
 from mdsdys.config import Settings, load_auth_limits, load_settings
 from mdsdys.demo.study import DEMO_ACCOUNTS
 from mdsdys.errors import MdsdysError
@@ -46,14 +47,19 @@ def _checked_store(db_path: str) -> bool:
     return True
 
 
-def page_setup(title: str) -> None:
-    """Configure the page, refuse a damaged store, and mark demo mode."""
-    st.set_page_config(page_title=f"{title} · mdsdys", page_icon=":material/biotech:", layout="wide")
+def refuse_damaged_store() -> None:
+    """Show why and stop the run when the store is damaged (checked once per server process)."""
     try:
         _checked_store(str(settings().db_path))
     except MdsdysError as exc:
         st.error(str(exc))
         st.stop()
+
+
+def page_setup(title: str) -> None:
+    """Configure the page, refuse a damaged store, and mark demo mode."""
+    st.set_page_config(page_title=f"{title} · mdsdys", page_icon=":material/biotech:", layout="wide")
+    refuse_damaged_store()
     if settings().demo:
         st.caption("Demo mode: every image here is synthetic, made by the mdsdys generator. Not patient data.")
 
@@ -212,6 +218,28 @@ def _first_admin_form() -> None:
             st.error(str(exc))
             return
         _log_in(user)
+
+
+def navigation(home: Callable[[], None], user: User | None) -> Any:
+    """Register Home and every page, listing only those this user may use; return the page to run.
+
+    The others are registered hidden, so their URLs still answer with the login form or the page's
+    own refusal (mdsdys.app.navigation says why).
+    """
+    with store() as db:
+        usable = {entry.path for entry in nav.usable_pages(db, user)}
+    pages = [st.Page(home, title=nav.HOME_TITLE, icon=":material/home:", default=True)]
+    pages += [st.Page(entry.path, title=nav.title_of(entry), icon=entry.icon,
+                      visibility="visible" if entry.path in usable else "hidden") for entry in nav.PAGES]
+    return st.navigation(pages)
+
+
+def home_links(user: User) -> None:
+    """The Home page's "Where to go" links: the pages the sidebar lists."""
+    with store() as db:
+        usable = nav.usable_pages(db, user)
+    for entry in usable:
+        st.page_link(entry.path, label=f"{nav.title_of(entry)}: {entry.blurb}", icon=entry.icon)
 
 
 def show_error(exc: MdsdysError) -> None:
