@@ -9,8 +9,10 @@ from mdsdys.config import load_settings
 from mdsdys.errors import CheckpointError
 from mdsdys.registry import promotion
 from mdsdys.registry import versions as registry
+from mdsdys.schemes import default_scheme, scheme_to_mapping
 from mdsdys.store.audit import list_audit
 from mdsdys.store.models import active_model, list_models
+from mdsdys.store.slides import load_scheme
 
 
 def _checkpoint(kind="segmenter"):
@@ -83,3 +85,17 @@ def test_promotion_and_rollback_activate_and_audit_in_one_transaction(db, home, 
         else:
             promotion.rollback(db, load_settings(), boss, first.id, start_worker=False)
     assert active_model(db, "segmenter").id == expected
+
+
+def test_a_classifier_whose_scheme_the_store_lacks_brings_its_scheme(db, tmp_path):
+    """Saved without a scheme it would be active yet never found by a slide ('no classifier yet')."""
+    scheme = scheme_to_mapping(default_scheme()) | {"name": "lab-own"}
+    record = registry.register_model(db, tmp_path, _checkpoint("classifier") | {"arch": "cellnet", "scheme": scheme})
+    assert load_scheme(db, "lab-own").codes == default_scheme().codes
+    assert active_model(db, "classifier", "lab-own").id == record.id
+
+
+def test_a_classifier_with_an_unreadable_scheme_is_refused_and_nothing_is_saved(db, tmp_path):
+    with pytest.raises(CheckpointError, match="load-scheme"):
+        registry.register_model(db, tmp_path, _checkpoint("classifier") | {"scheme": {"name": "broken", "classes": []}})
+    assert list_models(db, "classifier") == [] and not list(tmp_path.glob("*.pt"))
