@@ -150,7 +150,9 @@ def test_a_scan_without_resolution_tags_has_an_unknown_scale_until_entered(db, t
     assert find_slide(db, "ENTERED").um_per_px == 0.5
 
 
-@pytest.mark.parametrize("grow", [0, 2, -2])  # a segmenter whose edges sit 2 px out or in
+# A segmenter whose edges sit 2 px out or in, or one trained on other images whose masks are twice too big
+# (the shipped starter on the generator's smears: +5 px on ~18 px nuclei).
+@pytest.mark.parametrize("grow", [0, 2, -2, 5])
 def test_nucleus_and_cell_sizes_in_um_are_within_5_percent_of_truth(slide_file, plan, grow):
     box = plan.chosen[0].box
     with WholeSlide(slide_file) as slide:

@@ -20,6 +20,10 @@ from mdsdys.imaging.zones import optical_density
 CYTOPLASM_OD_RED = 0.25    # red cells transmit red light (OD ~0.1 per layer); cytoplasm and nuclei do not
 CYTOPLASM_RED_GREEN = 0.5  # red OD / green OD: ~0.2 for a red cell, >1 for basophilic cytoplasm
 REACH = 2.4                # the cell is looked for within this many nucleus radii of the nucleus centre
+# The stain's nucleus is trusted when its area is within this factor of the mask's: wide enough for a
+# segmenter from another microscope whose masks are twice too big, narrow enough to refuse a stain edge
+# that ran into a neighbour or shrank to a speck.
+STAIN_AREA_FACTOR = 3.0
 
 
 def equivalent_diameter(area_px: float) -> float:
@@ -57,7 +61,8 @@ def stain_nucleus(od_red: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if own.sum() == 0:
         return mask
     stained = ndimage.binary_fill_holes(labels == int(np.argmax(own)))
-    return stained if 0.5 <= stained.sum() / mask.sum() <= 2.0 else mask
+    ratio = stained.sum() / mask.sum()
+    return stained if 1 / STAIN_AREA_FACTOR <= ratio <= STAIN_AREA_FACTOR else mask
 
 
 def measure_cell(image: np.ndarray, box: tuple[int, int, int, int], nucleus_mask: np.ndarray) -> tuple[float, float]:
