@@ -22,6 +22,24 @@ CYTOPLASM_RED_GREEN = 0.5  # red OD / green OD: ~0.2 for a red cell, >1 for baso
 REACH = 2.4                # the cell is looked for within this many nucleus radii of the nucleus centre
 
 
+# Glass is the brightest tenth of a field; a pixel is stained (cell, not glass) when its optical density,
+# summed over RGB and counted from the glass's, exceeds this. BCCD glass sits at ~0.65 (a dim JPEG) and
+# pale neutrophil cytoplasm ~0.25 above it; the demo generator's glass is ~0.2 and its palest cytoplasm
+# (hypogranular) ~0.15 above.
+STAIN_OVER_GLASS = 0.1
+GLASS_PERCENTILE = 10
+
+
+def stained_pixels(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """(H, W) bool: pixels darker than the field's glass (cells, red cells, debris), after a Gaussian blur of sigma px.
+
+    Relative to the field's own glass, so a dim camera or a pale stain moves the line with it.
+    """
+    od = ndimage.gaussian_filter(optical_density(np.asarray(image)).sum(axis=2), sigma)
+    glass = float(np.percentile(od, GLASS_PERCENTILE))
+    return od > glass + STAIN_OVER_GLASS
+
+
 def equivalent_diameter(area_px: float) -> float:
     """Diameter (px) of the circle with this area."""
     return 2.0 * math.sqrt(max(area_px, 0.0) / math.pi)
