@@ -73,6 +73,7 @@ def main() -> None:
     held_out = cells(2, args.held_out_per_class)
     fractions = np.array([cam_outside_fraction(grad_cam(classifier, s.crop), s.nucleus) for s in held_out])
     threshold = classifier.cam_warning
+    codes = np.array([s.code for s in held_out])
     figures = {
         "machine": machine(),
         "data": f"demo generator cells (72 px, nucleus masks): {args.per_class}/class to train, "
@@ -85,6 +86,10 @@ def main() -> None:
         "before": {"rule": f"outside > {OLD_OUTSIDE_WARNING}", "firing_rate": float(np.mean(fractions > OLD_OUTSIDE_WARNING))},
         "after": {"rule": f"outside > {threshold:.3f} (calibrated p95)" if threshold is not None else "no threshold",
                   "firing_rate": float(np.mean(fractions > threshold)) if threshold is not None else 0.0},
+        "after_by_class": {code: float(np.mean(fractions[codes == code] > threshold)) if threshold is not None else 0.0
+                           for code in synth.CLASS_CODES},
+        "before_by_class": {code: float(np.mean(fractions[codes == code] > OLD_OUTSIDE_WARNING))
+                            for code in synth.CLASS_CODES},
         "seconds": round(time.monotonic() - start, 1),
     }
     table = ("| rule | threshold | firing rate on held-out cells |\n|---|---|---|\n"

@@ -6,12 +6,13 @@ import numpy as np
 from scipy import ndimage
 
 from mdsdys.demo import synth
+from mdsdys.imaging.measure import equivalent_diameter, measure_cell
 from mdsdys.segment.field import _nuclei
 from mdsdys.segment.grouping import group_cells
 from mdsdys.segment.metrics import label_mask
 from mdsdys.segment.postprocess import PostConfig, instances_from_mask
 
-GLASS, CYTOPLASM, NUCLEUS = (238, 232, 236), (200, 170, 205), (90, 55, 125)
+GLASS, CYTOPLASM, NUCLEUS = (238, 232, 236), (170, 150, 200), (90, 55, 125)
 
 
 def _megakaryocyte_and_touching_pair() -> tuple[np.ndarray, np.ndarray, float]:
@@ -60,12 +61,12 @@ def _field(cytoplasm_discs: list[tuple[int, int, int]], nuclei: list[tuple[int, 
     return image, instances
 
 
-def test_two_lobes_inside_one_cell_join_but_the_same_lobes_in_two_cells_with_glass_between_do_not():
+def test_two_lobes_inside_one_cell_join_but_the_same_pieces_with_glass_between_do_not():
     lobes = [(50, 68, 9), (50, 92, 9)]  # lobe-sized (0.6 diameters), 6 px (0.2 diameters) apart
     one_cell, instances = _field([(50, 80, 30)], lobes)
     assert group_cells(one_cell, instances, 30.0).max() == 1
-    two_cells, instances = _field([(50, 66, 13), (50, 94, 13)], lobes)  # small cells touching at one point
-    assert group_cells(two_cells, instances, 30.0).max() == 2
+    bare, instances = _field([], lobes)  # the same two pieces with glass between: two objects, not one cell
+    assert group_cells(bare, instances, 30.0).max() == 2
 
 
 def test_two_whole_nuclei_in_shared_cytoplasm_stay_two_cells():
@@ -83,3 +84,12 @@ def test_a_nucleus_touching_one_lobe_is_not_pulled_into_that_cell_through_anothe
     image[instances > 0] = NUCLEUS
     cells = group_cells(image, instances, 30.0)
     assert cells[50, 55] == cells[50, 80] != cells[30, 55]
+
+
+def test_a_merged_cells_nucleus_is_measured_with_every_lobe():
+    image, instances = _field([(50, 80, 30)], [(50, 68, 9), (50, 92, 9)])
+    cells = group_cells(image, instances, 30.0)
+    (found,) = _nuclei(cells, (cells > 0).astype(np.float32), 30.0, PostConfig())
+    nucleus_px, cell_px = measure_cell(image, found.box, found.mask)
+    both = equivalent_diameter(float((instances > 0).sum()))
+    assert abs(nucleus_px / both - 1) <= 0.1 and cell_px > nucleus_px  # one lobe alone would be 0.71 of both

@@ -74,7 +74,10 @@ def stain_nucleus(od_red: np.ndarray, mask: np.ndarray) -> np.ndarray:
     own = np.bincount(labels[mask & (labels > 0)].ravel(), minlength=labels.max() + 1)
     if own.sum() == 0:
         return mask
-    stained = ndimage.binary_fill_holes(labels == int(np.argmax(own)))
+    # Every lobe of a multinucleated cell's mask (segment.grouping) is its own stained piece: keep each
+    # piece that holds a fair share of the mask, not only the largest; a neighbour grazing the edge holds little.
+    own[0] = 0
+    stained = ndimage.binary_fill_holes(np.isin(labels, np.flatnonzero(own >= 0.2 * own.max())))
     return stained if 0.5 <= stained.sum() / mask.sum() <= 2.0 else mask
 
 
