@@ -29,12 +29,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mdsdys.classify.cam import cam_outside_fraction, grad_cam  # noqa: E402
-from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint  # noqa: E402
-from mdsdys.classify.train import ClsTrainConfig, train_classifier  # noqa: E402
-from mdsdys.demo import synth  # noqa: E402
-from mdsdys.review.explain import OLD_OUTSIDE_WARNING  # noqa: E402
-from mdsdys.schemes import scheme_from_folders  # noqa: E402
+from mdsdys.classify.cam import cam_outside_fraction, grad_cam
+from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.demo import synth
+from mdsdys.review.explain import OLD_OUTSIDE_WARNING
+from mdsdys.schemes import scheme_from_folders
 
 
 def machine() -> dict:

@@ -34,9 +34,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mdsdys.demo import synth  # noqa: E402
-from mdsdys.segment.grouping import group_cells  # noqa: E402
-from mdsdys.segment.postprocess import PostConfig, instances_from_mask, mask_diameter  # noqa: E402
+from mdsdys.demo import synth
+from mdsdys.segment.grouping import group_cells
+from mdsdys.segment.postprocess import PostConfig, instances_from_mask, mask_diameter
 
 DATA = REPO.parent / "shared" / "data" / "bccd_nuclei"
 BCCD_DIAMETER = 121.0  # median nucleus diameter of the BCCD masks (models/starter/MODEL_CARD.md)
@@ -158,8 +158,8 @@ def table(result: dict) -> str:
             if s:
                 lines.append(f"| BCCD | {label}, {when} | {s['right']:.1%} | {s['too_many']:.1%} | {s['too_few']:.1%} "
                              f"| {s['mean_cells']:.2f} / {s['mean_expected']:.2f} |")
-    lines += ["", "| synthetic fields (true masks) | cells (true) | true cells split | pairs of cells merged | "
-              "new wrong merges |", "|---|---|---|---|---|"]
+    header = "| synthetic fields (true masks) | cells (true) | true cells split | pairs of cells merged | new wrong merges |"
+    lines += ["", header, "|---|---|---|---|---|"]
     for syn in result.get("synthetic", []):
         kind = "touching cells" if syn["touching_allowed"] else "cells apart"
         for when in ("before", "after"):

@@ -43,7 +43,7 @@ def test_the_merged_cell_is_cropped_once_with_its_whole_nuclear_mask():
     assert len(found) == 3
     mk = max(found, key=lambda n: n.area)
     assert mk.area == int((mask[:, :128] > 0).sum())  # every nucleus of the megakaryocyte, in one crop
-    x, y, w, h = mk.box
+    x, _, w, _ = mk.box
     assert (mk.mask > 0).sum() == mk.area and x + w <= 128 + round(0.5 * diameter)
 
 

@@ -29,6 +29,7 @@ from mdsdys.imaging.thumbnails import (
     reads_thumbnails,
     thumbnails_from_image,
 )
+from mdsdys.schemes import UNASSESSABLE
 from mdsdys.store.cells import (
     cell_nuclei,
     cell_thumbnails,
@@ -37,7 +38,6 @@ from mdsdys.store.cells import (
     save_proposals,
     save_thumbnails,
 )
-from mdsdys.schemes import UNASSESSABLE
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import ModelRecord, active_model
 from mdsdys.store.patches import Cell

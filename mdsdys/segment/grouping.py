@@ -24,8 +24,9 @@ from mdsdys.segment.postprocess import PostConfig, renumber
 
 
 def group_cells(image: np.ndarray, instances: np.ndarray, diameter: float,
-                post: PostConfig = PostConfig()) -> np.ndarray:
+                post: PostConfig | None = None) -> np.ndarray:
     """Give the nuclei of one cell one label -> (H, W) int32 cells numbered 1..n."""
+    post = post or PostConfig()
     n = int(instances.max())
     if n < 2 or post.cell_gap <= 0:
         return instances
