@@ -1,8 +1,8 @@
 """Training the cell classifier: one function for the worker, the CLI, the tests and the benchmark.
 
 `train_classifier` splits the labelled cells (by slide when it can, mdsdys.splits), trains from
-scratch with early stopping on validation macro-F1, fits a temperature on validation, and scores
-a frozen test split. It does no file I/O: `result.checkpoint` goes to
+scratch with early stopping on validation macro-F1, fits a temperature on validation, calibrates the
+Grad-CAM outside-nucleus warning on validation cells with nucleus masks, and scores a frozen test split. It does no file I/O: `result.checkpoint` goes to
 `mdsdys.registry.versions.register_model` as a separate step.
 """
 
