@@ -176,8 +176,7 @@ def cell_panel(slide, mode: str, hide_model: bool, show_cam: bool) -> None:
                 cam = explain.cell_grad_cam(db, user, view.cell.id)
             cam_col[0].image(cam.image, width=240, caption=f"Grad-CAM for {cam.code}")
             if cam.outside_fraction is not None:
-                note = f"{cam.outside_fraction:.0%} of the Grad-CAM lies outside the nucleus"
-                (cam_col[0].warning if cam.outside_fraction > explain.OUTSIDE_WARNING else cam_col[0].caption)(note)
+                (cam_col[0].warning if cam.unusual else cam_col[0].caption)(cam.note())
         except MdsdysError as exc:
             cam_col[0].caption(str(exc))
     crop_col.caption(f"Cell {view.label} · slide {view.slide}")

@@ -4,6 +4,7 @@ import pytest
 from conftest import open_page
 
 from mdsdys.accounts import auth
+from mdsdys.classify import cam as cam_module
 from mdsdys.classify.proposals import propose_labels
 from mdsdys.classify.train import ClsTrainConfig
 from mdsdys.config import load_settings
@@ -12,6 +13,7 @@ from mdsdys.errors import MdsdysError
 from mdsdys.registry.retrain import train_classifier_from_store
 from mdsdys.review import explain
 from mdsdys.store.cells import list_cells
+from mdsdys.store.models import active_model
 from mdsdys.store.slides import list_slides
 
 
@@ -37,6 +39,19 @@ def test_grad_cam_overlays_the_crop_and_measures_mass_outside_the_nucleus(db, tr
     assert view.image.shape[2] == 3 and view.image.shape[0] == view.image.shape[1]
     assert 0.0 <= view.outside_fraction <= 1.0 and again.outside_fraction == view.outside_fraction
     assert explain.cell_grad_cam(db, reader, cell.id, code="BL").code == "BL"
+
+
+@pytest.mark.slow
+def test_a_model_without_its_own_calibration_is_judged_against_the_slides_cells(db, trained, monkeypatch):
+    reader, slide, cell = trained  # the demo's classifier trained on imported single cells: no nucleus masks
+    classifier = explain._classifier(active_model(db, "classifier", "mds8").path,
+                                     active_model(db, "classifier", "mds8").version)
+    assert classifier.cam_warning is None
+    monkeypatch.setattr(cam_module, "MIN_CAM_CALIBRATION_CELLS", 3)  # a one-field demo slide has a few cells
+    view = explain.cell_grad_cam(db, reader, cell.id)
+    n = len([c for c in list_cells(db, slide.id) if c.nucleus_png])
+    assert view.threshold is not None and f"{min(n, explain.SLIDE_CALIBRATION_CELLS)} of this slide's cells" in view.calibrated_on
+    assert view.unusual is (view.outside_fraction > view.threshold) and "this slide's cells" in view.note()
 
 
 @pytest.mark.slow

@@ -9,11 +9,12 @@ uint8, 255 = nucleus (or bool).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -160,6 +161,35 @@ def cam_outside_fraction(cam: np.ndarray, nucleus_mask: np.ndarray) -> float:
         mask = np.asarray(Image.fromarray(square).resize(cam.shape[::-1], Image.Resampling.NEAREST)) > 0
     total = float(np.sum(cam, dtype=np.float64))
     return float(np.sum(cam[~mask], dtype=np.float64)) / total if total > 0 else float("nan")
+
+
+# The warning flags the cells on which this model looks further outside the nucleus than on 95% of its
+# own held-out cells: about 1 in 20 in-distribution cells, so a flag means "unusual", not "every cell".
+CAM_WARNING_PERCENTILE = 95.0
+MIN_CAM_CALIBRATION_CELLS = 20  # fewer cells give too rough a 95th percentile to warn on
+
+
+def calibrate_cam_warning(classifier: Classifier, crops: Sequence[np.ndarray], nuclei: Sequence[np.ndarray | None],
+                          percentile: float = CAM_WARNING_PERCENTILE) -> dict[str, Any]:
+    """The outside-nucleus share that `percentile` % of these cells stay under, with the Grad-CAM of the top class.
+
+    Returns {"threshold", "percentile", "n", "median"}; threshold is None when fewer than
+    MIN_CAM_CALIBRATION_CELLS cells have a nucleus mask.
+    """
+    fractions = [cam_outside_fraction(grad_cam(classifier, crop), nucleus)
+                 for crop, nucleus in zip(crops, nuclei) if nucleus is not None and np.any(nucleus)]
+    fractions = [f for f in fractions if not math.isnan(f)]
+    if len(fractions) < MIN_CAM_CALIBRATION_CELLS:
+        return {"threshold": None, "percentile": percentile, "n": len(fractions), "median": None}
+    return {"threshold": float(np.percentile(fractions, percentile)), "percentile": percentile,
+            "n": len(fractions), "median": float(np.median(fractions))}
+
+
+def cam_is_unusual(outside_fraction: float | None, threshold: float | None) -> bool | None:
+    """Whether a cell's outside-nucleus share is above the model's calibrated threshold; None if either is unknown."""
+    if outside_fraction is None or threshold is None or math.isnan(outside_fraction):
+        return None
+    return outside_fraction > threshold
 
 
 class CamCache:

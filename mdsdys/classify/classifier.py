@@ -31,6 +31,9 @@ class CellSample(NamedTuple):
     code: str               # class code of the scheme
     group: str              # slide case id: one patient's cells stay on one side of every split
     cell_id: int | None = None
+    # (h', w') uint8 nucleus mask (255 = nucleus) over the crop's cell, any size: padded to a square and
+    # resized like the crop; None when unknown. Used only to calibrate the Grad-CAM warning (issue 14).
+    nucleus: np.ndarray | None = None
 
 
 @dataclass
@@ -45,6 +48,10 @@ class Classifier:
     temperature: float = 1.0
     version: str | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Share of Grad-CAM mass outside the nucleus above which a cell is unusual for this model: a high
+    # percentile over its own held-out cells (classify.cam.calibrate_cam_warning); None for a model
+    # trained before issue 14 or without nucleus masks.
+    cam_warning: float | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -77,7 +84,13 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     norm = checkpoint["normalizer"]
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device)
+                      checkpoint.get("version"), device, _cam_threshold(checkpoint))
+
+
+def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:
+    """The calibrated Grad-CAM warning threshold a checkpoint holds, or None (older checkpoints)."""
+    warning = checkpoint.get("cam_warning")
+    return float(warning["threshold"]) if isinstance(warning, dict) and warning.get("threshold") is not None else None
 
 
 def load_classifier(path: Path | str, device: torch.device | None = None) -> Classifier:

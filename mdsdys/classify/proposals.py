@@ -21,6 +21,7 @@ from mdsdys.classify.classifier import (
 )
 from mdsdys.classify.inputs import stack_squares
 from mdsdys.errors import NoCellsError, NotFoundError
+from mdsdys.imaging.decode import read_rgb
 from mdsdys.imaging.thumbnails import (
     Box,
     decode_crops,
@@ -28,14 +29,15 @@ from mdsdys.imaging.thumbnails import (
     reads_thumbnails,
     thumbnails_from_image,
 )
+from mdsdys.schemes import UNASSESSABLE
 from mdsdys.store.cells import (
+    cell_nuclei,
     cell_thumbnails,
     list_cells,
     patch_image_data,
     save_proposals,
     save_thumbnails,
 )
-from mdsdys.schemes import UNASSESSABLE
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import ModelRecord, active_model
 from mdsdys.store.patches import Cell
@@ -127,7 +129,9 @@ def training_samples(db: Database, scheme_name: str, size: int | None = None) ->
         chunk = refs[start:start + CELLS_PER_READ]
         sources = cell_sources(db, chunk, size) if size else _patch_sources(db, chunk)
         ids, crops = decode_sources(sources, size)
-        samples.extend(CellSample(crop, by_id[i].label.code, by_id[i].slide, i) for i, crop in zip(ids, crops))
+        nuclei = {i: read_rgb(png)[..., 0] for i, png in cell_nuclei(db, ids).items()}  # calibrates the CAM warning
+        samples.extend(CellSample(crop, by_id[i].label.code, by_id[i].slide, i, nuclei.get(i))
+                       for i, crop in zip(ids, crops))
     samples.sort(key=lambda s: s.cell_id)
     log.info("%d labelled cells of scheme %s for training", len(samples), scheme_name)
     return samples

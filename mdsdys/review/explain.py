@@ -1,28 +1,49 @@
 """Grad-CAM for the Review and Consensus pages: where the active classifier looks on a cell.
 
 CAMs are computed on demand and cached per (model version, cell, class); the fraction of the
-CAM's mass outside the nucleus flags a model that looks at the cytoplasm or the background
-(the paper saw this for ED called EN).
+CAM's mass outside the nucleus flags a cell on which the model looks at the cytoplasm or the
+background (the paper saw this for ED called EN). Every CAM has much of its mass outside the
+nucleus (the nucleus is a small part of the crop), so the flag is judged against the model's own
+cells: the threshold is the 95th percentile over its held-out cells, stored in its checkpoint when
+it was trained (issue 14). A model trained before that, or on cells without nucleus masks (imported
+single cells), is judged against the 95th percentile over this slide's own cells instead.
 """
 
 from __future__ import annotations
 
 import functools
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sqlite_utils import Database
 
-from mdsdys.classify.cam import CamCache, cam_outside_fraction, overlay
+from mdsdys.classify.cam import (
+    CAM_WARNING_PERCENTILE,
+    CamCache,
+    calibrate_cam_warning,
+    cam_is_unusual,
+    cam_outside_fraction,
+    overlay,
+)
 from mdsdys.classify.classifier import Classifier, load_classifier, predict_proba
 from mdsdys.errors import MdsdysError
+from mdsdys.imaging.crops import cell_crop
+from mdsdys.imaging.decode import read_rgb
 from mdsdys.review.reads import load_cell_view
+from mdsdys.store.cells import list_cells
 from mdsdys.store.models import active_model
+from mdsdys.store.patches import Cell, get_patch_image
 from mdsdys.store.users import User
 
 _cams = CamCache(maxsize=512)
-# A CAM far from the nucleus is worth a second look; the page flags it above this share.
-OUTSIDE_WARNING = 0.5
+# The fixed threshold used before issue 14: it fired on nearly every cell (bench/cam_warning.py).
+OLD_OUTSIDE_WARNING = 0.5
+# A model without its own calibration is judged on this many of the slide's cells: ~1 s of Grad-CAMs on
+# a CPU at 64 px, once per model version and slide.
+SLIDE_CALIBRATION_CELLS = 60
+_slide_warnings: dict[tuple[str | None, int], dict] = {}
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,28 @@ class CamView:
     code: str                    # the class the CAM explains
     outside_fraction: float | None  # share of CAM mass outside the nucleus; None when the nucleus is unknown
     version: str
+    threshold: float | None = None  # share above which the cell is unusual for this model; None: unknown
+    calibrated_on: str = ""      # the cells the threshold comes from, in words
+
+    @property
+    def unusual(self) -> bool | None:
+        """True when the model looked further outside the nucleus than on 95% of its cells; None if unknown."""
+        return cam_is_unusual(self.outside_fraction, self.threshold)
+
+    def note(self) -> str:
+        """What the outside-nucleus share means, for the page to show (as a warning when `unusual`)."""
+        if self.outside_fraction is None:
+            return "This cell has no nucleus mask, so the share of the Grad-CAM on the nucleus is unknown."
+        share = f"{self.outside_fraction:.0%} of the Grad-CAM lies outside the nucleus"
+        if self.threshold is None:
+            return (f"{share}. Too few cells with nucleus masks to tell what is usual for this model, "
+                    "so no cell is flagged.")
+        usual = f"at most {self.threshold:.0%} on {CAM_WARNING_PERCENTILE:.0f}% of {self.calibrated_on}"
+        if self.unusual:
+            mostly = "mostly " if self.outside_fraction > 0.5 else ""
+            return (f"The model looked {mostly}outside the nucleus, unusually for this model: {share}, "
+                    f"against {usual}. Check what it based its call on.")
+        return f"{share}: usual for this model ({usual})."
 
 
 @functools.lru_cache(maxsize=4)
@@ -52,4 +95,32 @@ def cell_grad_cam(db: Database, viewer: User, cell_id: int, code: str | None = N
     index = classifier.codes.index(code) if code else int(predict_proba(classifier, [view.crop])[0].argmax())
     cam = _cams.get(classifier, cell_id, view.crop, index)
     outside = cam_outside_fraction(cam, view.nucleus) if view.nucleus is not None else None
-    return CamView(overlay(view.crop, cam), classifier.codes[index], outside, record.version)
+    threshold, calibrated_on = warning_threshold(db, classifier, view.cell.slide_id)
+    return CamView(overlay(view.crop, cam), classifier.codes[index], outside, record.version, threshold, calibrated_on)
+
+
+def warning_threshold(db: Database, classifier: Classifier, slide_id: int) -> tuple[float | None, str]:
+    """(threshold, the cells it comes from): the model's own calibration, else one on this slide's cells."""
+    if classifier.cam_warning is not None:
+        return classifier.cam_warning, "its own held-out cells"
+    key = (classifier.version, slide_id)
+    if key not in _slide_warnings:
+        cells = [c for c in list_cells(db, slide_id) if c.nucleus_png]
+        picks = cells[::max(1, len(cells) // SLIDE_CALIBRATION_CELLS)][:SLIDE_CALIBRATION_CELLS]
+        _slide_warnings[key] = calibrate_cam_warning(classifier, *_crops_and_nuclei(db, picks))
+    warning = _slide_warnings[key]
+    return warning["threshold"], f"{warning['n']} of this slide's cells (the model holds no calibration of its own)"
+
+
+def _crops_and_nuclei(db: Database, cells: Sequence[Cell]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The cells' square crops and (h, w) nucleus masks, decoding each patch once."""
+    by_patch: dict[int, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        by_patch[cell.patch_id].append(cell)
+    crops, nuclei = [], []
+    for patch_id, group in by_patch.items():
+        image = read_rgb(get_patch_image(db, patch_id).data)
+        for cell in group:
+            crops.append(cell_crop(image, cell.box))
+            nuclei.append(read_rgb(cell.nucleus_png)[..., 0])
+    return crops, nuclei

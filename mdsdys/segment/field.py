@@ -4,6 +4,8 @@ The network always sees nuclei at the size it was trained at (`Segmenter.diamete
 default). A field is resized by `model diameter / slide diameter` before the forward pass and the
 result is mapped back, so one model serves any microscope, camera and magnification (issue 3).
 When a field's diameter is unknown, `scale.estimate_diameter` finds it, as Cellpose's size model does.
+The nuclei of one cell (a multinucleated megakaryocyte, a neutrophil's lobes) are then grouped into
+one cell by `grouping.group_cells`, so such a cell is boxed and cropped once (issue 14).
 
 Array conventions: `image` (H, W, 3) uint8 RGB; `mask` (H, W) uint8, 255 = nucleus; `prob` (H, W)
 float32 in [0, 1]; `instances` (H, W) int32, 0 = background, k = nucleus k; boxes (x, y, w, h).
@@ -19,6 +21,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from mdsdys.errors import ScaleEstimateError
+from mdsdys.segment.grouping import group_cells
 from mdsdys.segment.postprocess import (
     Box,
     PostConfig,
@@ -39,11 +42,11 @@ from mdsdys.segment.segmenter import (
 
 @dataclass(frozen=True, eq=False)
 class Nucleus:
-    """One detected nucleus and the square box of its whole cell."""
+    """One detected cell's nucleus (every piece of it, for a multinucleated cell) and the square box of the cell."""
 
-    label: int  # its value in Segmentation.instances
+    label: int  # its value in Segmentation.cells
     box: Box  # the cell's square box (x, y, w, h): nucleus plus a cytoplasm margin
-    mask: np.ndarray  # (h, w) uint8 inside box, 255 = this nucleus (not its neighbours)
+    mask: np.ndarray  # (h, w) uint8 inside box, 255 = this cell's nucleus or nuclei (not its neighbours')
     area: int  # nucleus pixels
     score: float  # mean nucleus probability over its pixels
 
@@ -53,10 +56,18 @@ class Segmentation:
     """The segmenter's output for one field, at the field's own size."""
 
     prob: np.ndarray  # (H, W) float32 nucleus probability
-    instances: np.ndarray  # (H, W) int32, 0 = background, k = nuclei[k - 1]
-    nuclei: list[Nucleus] = field(default_factory=list)
+    instances: np.ndarray  # (H, W) int32, 0 = background, k = nucleus k (what segmentation metrics score)
+    nuclei: list[Nucleus] = field(default_factory=list)  # one per cell: nuclei[k - 1] is label k of `cells`
     diameter: float = 0.0  # nucleus diameter (px) the field was treated as having
     diameter_estimated: bool = False  # True when estimate_diameter chose it
+    # (H, W) int32 over the same pixels, the nuclei of one cell sharing a label (segment.grouping);
+    # None when every nucleus is its own cell.
+    cells: np.ndarray | None = None
+
+    @property
+    def cell_labels(self) -> np.ndarray:
+        """(H, W) int32, 0 = background, k = the nucleus pixels of cell nuclei[k - 1]."""
+        return self.instances if self.cells is None else self.cells
 
     @property
     def mask(self) -> np.ndarray:
@@ -80,11 +91,12 @@ def segment_patch(model: Segmenter, image: np.ndarray, nucleus_diameter: float |
     small = instances_from_mask(small_prob > post.threshold, model.diameter, post)
     prob = _resize_prob(small_prob, image.shape[:2])
     instances = renumber(_map_back(small, prob, post.threshold, scale))  # a tiny instance can vanish at full size
-    return Segmentation(prob, instances, _nuclei(instances, prob, diameter, post), float(diameter), estimated)
+    cells = group_cells(image, instances, diameter, post)
+    return Segmentation(prob, instances, _nuclei(cells, prob, diameter, post), float(diameter), estimated, cells)
 
 
 def _nuclei(instances: np.ndarray, prob: np.ndarray, diameter: float, post: PostConfig) -> list[Nucleus]:
-    """A Nucleus with its square cell box for each instance."""
+    """A Nucleus with its square cell box for each label of a cell (or nucleus) map."""
     nuclei = []
     for label, tight in nucleus_boxes(instances):
         x, y, w, h = box = cell_box(tight, diameter, instances.shape, post.cell_margin)

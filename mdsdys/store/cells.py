@@ -154,6 +154,12 @@ def cell_thumbnails(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
                           [int(c) for c in cell_ids]))
 
 
+def cell_nuclei(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored nucleus masks of several cells: {cell id: PNG bytes}; cells without one are absent."""
+    return dict(select_in(db, "SELECT id, nucleus_png FROM cells WHERE id IN ({}) AND nucleus_png IS NOT NULL",
+                          [int(c) for c in cell_ids]))
+
+
 def save_thumbnails(db: Database, thumbnails: Mapping[int, bytes]) -> None:
     """Store (or replace) cells' thumbnails: {cell id: JPEG bytes}."""
     with write_transaction(db):

@@ -1,0 +1,73 @@
+"""The Grad-CAM "outside the nucleus" warning is calibrated on the model's own cells (issue 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mdsdys.classify.cam import cam_outside_fraction, grad_cam
+from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.demo import synth
+from mdsdys.review.explain import CamView
+from mdsdys.schemes import scheme_from_folders
+
+SCHEME = scheme_from_folders("syn2", ["EN", "GN"])
+TINY = ClsTrainConfig(epochs=2, batch_size=8, input_size=32, patience=2)
+
+
+def _cells(with_masks: bool, per_class: int = 15) -> list[CellSample]:
+    rng = np.random.default_rng(5)
+    samples = []
+    for code in ("EN", "GN"):
+        for k in range(per_class):
+            image, mask = synth.generate_cell(rng, code, size=48, nucleus_diameter=16)
+            samples.append(CellSample(image, code, f"S{k % 3}", None, mask if with_masks else None))
+    return samples
+
+
+def test_training_stores_a_calibrated_threshold_and_the_reloaded_model_uses_it():
+    samples = _cells(with_masks=True)
+    result = train_classifier(samples, SCHEME, TINY)
+    warning = result.checkpoint["cam_warning"]
+    assert warning["percentile"] == 95.0 and warning["n"] >= 20 and 0.0 < warning["threshold"] <= 1.0
+    assert result.classifier.cam_warning == warning["threshold"]
+    reloaded = classifier_from_checkpoint(result.checkpoint)
+    assert reloaded.cam_warning == warning["threshold"]
+    fractions = np.array([cam_outside_fraction(grad_cam(reloaded, s.crop), s.nucleus) for s in samples])
+    assert 0.0 < np.mean(fractions > reloaded.cam_warning) <= 0.2  # the unusual few, not most cells
+
+
+def test_a_model_trained_without_nucleus_masks_or_before_calibration_has_no_threshold():
+    result = train_classifier(_cells(with_masks=False), SCHEME, TINY)
+    assert result.checkpoint["cam_warning"]["threshold"] is None and result.classifier.cam_warning is None
+    old = {k: v for k, v in result.checkpoint.items() if k != "cam_warning"}  # a checkpoint from before issue 14
+    assert classifier_from_checkpoint(old).cam_warning is None
+
+
+def _view(outside: float | None, threshold: float | None) -> CamView:
+    return CamView(np.zeros((8, 8, 3), np.uint8), "EN", outside, "v1", threshold, "its own held-out cells")
+
+
+def test_a_cam_mostly_outside_the_nucleus_warns_and_a_typical_one_does_not():
+    yy, xx = np.mgrid[:64, :64]
+    nucleus = np.where((yy - 32) ** 2 + (xx - 32) ** 2 <= 12 ** 2, 255, 0).astype(np.uint8)
+    on_nucleus = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 10.0 ** 2))
+    in_the_corner = np.exp(-((yy - 4) ** 2 + (xx - 60) ** 2) / (2 * 10.0 ** 2))
+    typical, odd = cam_outside_fraction(on_nucleus, nucleus), cam_outside_fraction(in_the_corner, nucleus)
+    assert typical < 0.6 and odd > 0.95
+    threshold = 0.8  # as a model's 95th percentile might be
+    assert _view(odd, threshold).unusual is True and "unusually for this model" in _view(odd, threshold).note()
+    assert "mostly outside the nucleus" in _view(odd, threshold).note()
+    assert _view(typical, threshold).unusual is False and "usual for this model" in _view(typical, threshold).note()
+
+
+def test_without_a_threshold_no_cell_is_flagged_and_the_note_says_why():
+    view = _view(0.99, None)
+    assert view.unusual is None and "no cell is flagged" in view.note()
+    assert _view(None, 0.8).unusual is None and "no nucleus mask" in _view(None, 0.8).note()
+
+
+@pytest.mark.parametrize("outside", [0.79, 0.81])
+def test_the_warning_fires_exactly_above_the_threshold(outside):
+    assert _view(outside, 0.8).unusual is (outside > 0.8)
