@@ -15,6 +15,7 @@ from mdsdys.demo import synth
 from mdsdys.ingest import importer
 from mdsdys.jobs import progress, worker
 from mdsdys.registry.starter import segmenter_for_slide, starter_record
+from mdsdys.segment import starter as starter_module
 from mdsdys.segment.starter import STARTER_VERSION, pick_segmenter
 from mdsdys.segment.train import MaskSample, SegTrainConfig, train_segmenter
 from mdsdys.segment.segmenter import Segmenter
@@ -121,3 +122,17 @@ def test_segmenter_for_slide_refuses_clearly_when_there_is_none(home):
             _fields(1)[0].image))])
         with pytest.raises(NotFoundError, match="no segmenter yet"):
             segmenter_for_slide(db, settings, report.slide_id)
+
+
+def test_a_certain_segmenter_whose_edges_are_off_the_stain_does_not_take_the_slide(monkeypatch):
+    """The shipped starter on another microscope's smears: sure of itself, masks twice too big."""
+    own, starter = object(), object()
+    monkeypatch.setattr(starter_module, "slide_uncertainty", lambda m, images, d: 0.05 if m is starter else 0.20)
+    edges = {"own": 0.1, "starter": 1.2}
+    monkeypatch.setattr(starter_module, "slide_edge_error", lambda m, images, d: edges["starter" if m is starter else "own"])
+    choice = pick_segmenter(own, starter, [], 18.0)
+    assert choice.name == "own" and "edges are off" in choice.reason
+    edges.update(own=1.2, starter=0.1)  # and the other way round
+    assert pick_segmenter(own, starter, [], 18.0).name == "starter"
+    edges.update(own=0.2, starter=0.3)  # both follow the stain: the more certain one wins
+    assert pick_segmenter(own, starter, [], 18.0).name == "starter"

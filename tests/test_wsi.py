@@ -23,7 +23,7 @@ from mdsdys.store.cells import DetectedCell, list_cells, replace_detected_cells
 from mdsdys.store.review import gallery_rows
 from mdsdys.store.users import insert_user
 from mdsdys.errors import SlideFormatError
-from mdsdys.imaging.measure import measure_cell
+from mdsdys.imaging.measure import measure_cell, stain_edge_error
 from mdsdys.ingest.slide_import import import_fields, plan_slide, with_chosen
 from mdsdys.ingest.wsi import WholeSlide
 from mdsdys.store.scans import field_positions, get_scan
@@ -274,3 +274,23 @@ def test_the_whole_slide_path_the_import_page_loads_is_torch_free():
             "mdsdys.app.overview, mdsdys.review.location, mdsdys.demo.wsi_synth; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_the_stain_tells_a_mask_that_ends_where_the_nucleus_does_from_one_twice_too_big(slide_file, plan):
+    """The check segment.starter weighs two segmenters with, on a slide whose masks nobody drew."""
+    box = plan.chosen[0].box
+    with WholeSlide(slide_file) as slide:
+        image = slide.read(box)
+    _, mask = wsi_synth.render_region(LAYOUT, *box, with_mask=True)
+    labels, count = ndimage.label(mask > 0)
+    errors: dict[int, list[float]] = {0: [], 5: []}
+    for label in range(1, count + 1):
+        for grow, found in errors.items():
+            own = ndimage.binary_dilation(labels == label, iterations=grow) if grow else labels == label
+            rows, cols = ndimage.find_objects(own.astype(int))[0]
+            error = stain_edge_error(image, (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start),
+                                     own[rows, cols])
+            if error is not None:
+                found.append(error)
+    assert len(errors[0]) >= 6 and len(errors[5]) >= 6
+    assert np.median(errors[0]) < 0.15 < 0.6 < np.median(errors[5])

@@ -61,29 +61,58 @@ def cell_pixels(image: np.ndarray, nucleus: np.ndarray, centre: tuple[float, flo
     return ndimage.binary_fill_holes(np.isin(labels, own[own > 0]))
 
 
-def stain_nucleus(od_red: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def stained_region(od_red: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """The nucleus as the stain draws it: pixels near the mask darker than half-way from cytoplasm to nucleus.
 
     A segmenter's edge sits wherever it learned to put it; the half-way line between the nucleus's
-    and its surroundings' red optical density is where the nucleus visibly ends, so sizes do not
-    depend on the model. Falls back to the mask when the stain gives no clear edge.
+    and its surroundings' red optical density is where the nucleus visibly ends. None when the stain
+    gives no clear edge (too small a mask, or nothing darker than the line).
     """
     core = ndimage.binary_erosion(mask, iterations=2)
     near = ndimage.binary_dilation(mask, iterations=3)
     ring = ndimage.binary_dilation(mask, iterations=6) & ~near
     if core.sum() < 4 or ring.sum() < 4:
-        return mask
+        return None
     edge = 0.5 * (np.median(od_red[core]) + np.median(od_red[ring]))
     labels, _ = ndimage.label(near & (od_red > edge))
     own = np.bincount(labels[mask & (labels > 0)].ravel(), minlength=labels.max() + 1)
+    own[0] = 0
     if own.sum() == 0:
-        return mask
+        return None
     # Every lobe of a multinucleated cell's mask (segment.grouping) is its own stained piece: keep each
     # piece that holds a fair share of the mask, not only the largest; a neighbour grazing the edge holds little.
-    own[0] = 0
-    stained = ndimage.binary_fill_holes(np.isin(labels, np.flatnonzero(own >= 0.2 * own.max())))
+    return ndimage.binary_fill_holes(np.isin(labels, np.flatnonzero(own >= 0.2 * own.max())))
+
+
+def stain_nucleus(od_red: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The stain's nucleus (`stained_region`) where it is plausible for this mask, else the mask itself.
+
+    So sizes do not depend on the model that drew the mask.
+    """
+    stained = stained_region(od_red, mask)
+    if stained is None:
+        return mask
     ratio = stained.sum() / mask.sum()
     return stained if 1 / STAIN_AREA_FACTOR <= ratio <= STAIN_AREA_FACTOR else mask
+
+
+def _around(image: np.ndarray, box: tuple[int, int, int, int], nucleus_mask: np.ndarray):
+    """(crop of the field around the nucleus, the nucleus inside it, its centre in the crop, reach px), or None."""
+    x, y, _, _ = box
+    inside = np.asarray(nucleus_mask) > 0
+    area = float(inside.sum())
+    if not area:
+        return None
+    ys, xs = np.nonzero(inside)
+    cy, cx = y + ys.mean(), x + xs.mean()
+    reach = REACH * equivalent_diameter(area) / 2  # the search radius; the stain then gives the size
+    top, left = max(0, int(cy - reach - 1)), max(0, int(cx - reach - 1))
+    bottom, right = min(image.shape[0], int(cy + reach + 2)), min(image.shape[1], int(cx + reach + 2))
+    window = np.zeros((bottom - top, right - left), bool)
+    ny, nx = ys + y - top, xs + x - left
+    keep = (ny >= 0) & (ny < window.shape[0]) & (nx >= 0) & (nx < window.shape[1])
+    window[ny[keep], nx[keep]] = True
+    return image[top:bottom, left:right], window, (cy - top, cx - left), reach
 
 
 def measure_cell(image: np.ndarray, box: tuple[int, int, int, int], nucleus_mask: np.ndarray) -> tuple[float, float]:
@@ -91,23 +120,26 @@ def measure_cell(image: np.ndarray, box: tuple[int, int, int, int], nucleus_mask
 
     `image` is the whole (H, W, 3) uint8 field; the cell may reach beyond its box, up to REACH nucleus radii.
     """
-    x, y, w, h = box
-    inside = np.asarray(nucleus_mask) > 0
-    area = float(inside.sum())
-    nucleus_d = equivalent_diameter(area)  # sets the search radius; the stain then gives the size
-    if not area:
+    around = _around(image, box, nucleus_mask)
+    if around is None:
         return 0.0, 0.0
-    ys, xs = np.nonzero(inside)
-    cy, cx = y + ys.mean(), x + xs.mean()
-    reach = REACH * nucleus_d / 2
-    top, left = max(0, int(cy - reach - 1)), max(0, int(cx - reach - 1))
-    bottom, right = min(image.shape[0], int(cy + reach + 2)), min(image.shape[1], int(cx + reach + 2))
-    window = np.zeros((bottom - top, right - left), bool)
-    ny, nx = ys + y - top, xs + x - left
-    keep = (ny >= 0) & (ny < window.shape[0]) & (nx >= 0) & (nx < window.shape[1])
-    window[ny[keep], nx[keep]] = True
-    crop = image[top:bottom, left:right]
+    crop, window, centre, reach = around
     nucleus = stain_nucleus(optical_density(crop)[..., 0], window)
     nucleus_d = equivalent_diameter(float(nucleus.sum()))
-    cell = cell_pixels(crop, nucleus, (cy - top, cx - left), reach)
+    cell = cell_pixels(crop, nucleus, centre, reach)
     return nucleus_d, max(nucleus_d, equivalent_diameter(float(cell.sum())))
+
+
+def stain_edge_error(image: np.ndarray, box: tuple[int, int, int, int], nucleus_mask: np.ndarray) -> float | None:
+    """How far a nucleus mask's edge is from the stain's: |log2(stain's nucleus area / mask area)|.
+
+    0 when the mask ends where the stain does; 1 when it is twice too big or half too small. A check
+    on a segmenter that needs no drawn masks (segment.starter weighs two models with it). None when
+    the stain gives no clear edge.
+    """
+    around = _around(image, box, nucleus_mask)
+    if around is None:
+        return None
+    crop, window, _, _ = around
+    stained = stained_region(optical_density(crop)[..., 0], window)
+    return None if stained is None else abs(math.log2(max(stained.sum(), 1) / window.sum()))
