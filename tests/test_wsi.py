@@ -294,3 +294,24 @@ def test_the_stain_tells_a_mask_that_ends_where_the_nucleus_does_from_one_twice_
                 found.append(error)
     assert len(errors[0]) >= 6 and len(errors[5]) >= 6
     assert np.median(errors[0]) < 0.15 < 0.6 < np.median(errors[5])
+
+
+def test_with_only_the_shipped_starter_every_path_into_detection_queues_it(db, home, plan, monkeypatch):
+    """A scan's import and an entered scale queue detection and proposals as a field import does."""
+    import dataclasses
+
+    from mdsdys.annotate import scale as annotate
+    from mdsdys.config import STARTER_SEGMENTER, load_settings
+    from mdsdys.ingest import slide_import
+    from mdsdys.store.jobs import get_job
+
+    settings = dataclasses.replace(load_settings(), starter_segmenter=STARTER_SEGMENTER)
+    ann = insert_user(db, "ann", "reader", "h")
+    report = import_fields(db, "STARTER-ONLY", plan)
+    scan_job = slide_import.queue_detection(settings, db, report.slide_id, start_worker=False)
+    scale_job = annotate.set_slide_um_per_px(settings, ann, report.slide_id, 0.4, start_worker=False)
+    for job_id in (scan_job, scale_job):
+        job = get_job(db, job_id)
+        assert (job.kind, job.params["slide_ids"], job.params["propose"]) == ("segment_slides", [report.slide_id], True)
+    off = dataclasses.replace(settings, starter_segmenter=None)
+    assert slide_import.queue_detection(off, db, report.slide_id, start_worker=False) is None

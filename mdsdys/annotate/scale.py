@@ -13,13 +13,12 @@ from sqlite_utils import Database
 from mdsdys.accounts import policy
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
-from mdsdys.jobs import queue
+from mdsdys.ingest.importer import enqueue_detection
 from mdsdys.store import connect, write_transaction
 from mdsdys.store.audit import log_action
-from mdsdys.store.models import active_model
 from mdsdys.store.scales import slide_scale
 from mdsdys.store.slides import update_slide
-from mdsdys.store.users import User, system_user
+from mdsdys.store.users import User
 
 # A typical marrow nucleus is ~9 µm across (a lymphocyte's ~7 µm, a myelocyte's ~10 µm); used
 # only to turn a slide's µm-per-pixel into a nucleus diameter when no diameter is set.
@@ -95,15 +94,8 @@ def set_slide_diameter(settings: Settings, user: User, slide_id: int, diameter_p
             log_action(db, user, "slide_scale", "slide", slide_id,
                        before={"diameter_px": before.diameter_px, "source": before.source},
                        after={"diameter_px": float(diameter_px)})
-        starter = settings.starter_segmenter  # the shipped starter detects when the store has none
-        has_segmenter = active_model(db, "segmenter") is not None or bool(starter and starter.is_file())
-        system = system_user(db)
-    if not has_segmenter:
-        return None
-    # Detection only ever replaces cells nobody has read, so any annotator may trigger it: the job
-    # runs as the system account, and the slide_scale audit row names the person.
-    return queue.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": diameter_px,
-                                                     "propose": True}, system, start_worker)
+        # Any annotator may trigger it: detection only replaces unread cells, and the audit row names them.
+        return enqueue_detection(db, settings, [slide_id], start_worker, after_scale_change=diameter_px)
 
 
 UM_PER_PX_RANGE = (0.05, 5.0)  # 100x oil cameras give ~0.05-0.1; a 10x scan ~1; beyond is a typo
@@ -127,9 +119,6 @@ def set_slide_um_per_px(settings: Settings, user: User, slide_id: int, um_per_px
             update_slide(db, slide_id, um_per_px=float(um_per_px))
             log_action(db, user, "slide_um_per_px", "slide", slide_id,
                        before={"um_per_px": before.um_per_px}, after={"um_per_px": float(um_per_px)})
-        redetect = active_model(db, "segmenter") is not None and before.source != "person"
-        system = system_user(db)
-    if not redetect:
-        return None
-    return queue.enqueue(settings, "segment_slides", {"slide_ids": [slide_id], "after_scale_change": um_per_px},
-                         system, start_worker)
+        if before.source == "person":  # a person's diameter stays; only the µm sizes change
+            return None
+        return enqueue_detection(db, settings, [slide_id], start_worker, after_scale_change=um_per_px)

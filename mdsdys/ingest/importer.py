@@ -459,12 +459,34 @@ def queue_detection(db: Database, settings: Settings, report: ImportReport, user
     if report.slide_id is None or report.added == 0:
         report.detection_note = "No new fields, so nothing new to detect."
         return report
-    has_starter = settings.starter_segmenter is not None and settings.starter_segmenter.is_file()
-    if active_model(db, "segmenter") is None and not has_starter:
+    if not can_detect(db, settings):
         report.detection_note = ("No segmenter yet, so no cells were detected: draw or import a few nucleus masks "
                                  "and train one on the Train page ('mdsdys train segmenter').")
         return report
+    report.detection_job = enqueue_detection(db, settings, [report.slide_id], start_worker, after_import=report.slide,
+                                             imported_by=user.username if user else None)
+    return report
     params = {"slide_ids": [report.slide_id], "propose": True, "after_import": report.slide,
               "imported_by": user.username if user else None}
     report.detection_job = enqueue(settings, "segment_slides", params, system_user(db), start_worker=start_worker)
     return report
+
+
+def can_detect(db: Database, settings: Settings) -> bool:
+    """Whether detection can run: the store has a segmenter of its own, or the shipped starter is installed."""
+    starter = settings.starter_segmenter
+    return active_model(db, "segmenter") is not None or bool(starter and starter.is_file())
+
+
+def enqueue_detection(db: Database, settings: Settings, slide_ids: Sequence[int], start_worker: bool = True,
+                      **why: object) -> int | None:
+    """Queue detection, then proposals when a classifier exists, of these slides; the job's id, or None.
+
+    None when nothing can detect (`can_detect`). Detection only replaces cells nobody has read, so
+    the job runs as the system account; `why` (e.g. after_import=...) goes into its parameters, and
+    the caller's own audit row names the person.
+    """
+    if not can_detect(db, settings):
+        return None
+    params = {"slide_ids": list(slide_ids), "propose": True, **why}
+    return enqueue(settings, "segment_slides", params, system_user(db), start_worker=start_worker)

@@ -33,15 +33,19 @@ from mdsdys.imaging.zones import (
     grid_fields,
     score_fields,
 )
+from mdsdys.ingest.importer import enqueue_detection
 from mdsdys.ingest.wsi import SLIDE_SUFFIXES, SlideInfo, WholeSlide
-from mdsdys.jobs import queue as jobs
 from mdsdys.schemes import DEFAULT_SCHEME_NAME
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
-from mdsdys.store.models import active_model
 from mdsdys.store.patches import StoredImage, add_patch
 from mdsdys.store.scans import ScanRecord, save_field_position, save_scan
-from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide, update_slide
+from mdsdys.store.slides import (
+    ensure_default_scheme,
+    ensure_slide,
+    find_slide,
+    update_slide,
+)
 from mdsdys.store.users import User, system_user
 
 log = logging.getLogger(__name__)
@@ -217,12 +221,8 @@ def _scan_record(slide_id: int, plan: SlidePlan) -> ScanRecord:
 
 
 def queue_detection(settings: Settings, db: Database, slide_id: int, start_worker: bool = True) -> int | None:
-    """Queue detection of a slide's cells when a segmenter exists; the job's id, or None."""
-    if active_model(db, "segmenter") is None:
-        return None
-    # Detection only replaces unread detected cells, so it runs as the system account; the
-    # import_slide audit row names the person who imported.
-    return jobs.enqueue(settings, "segment_slides", {"slide_ids": [slide_id]}, system_user(db), start_worker)
+    """Queue detection, then proposals, of a scan's imported fields when anything can detect; the job's id, or None."""
+    return enqueue_detection(db, settings, [slide_id], start_worker, after_import=slide_id)
 
 
 def import_slide(settings: Settings, db: Database, path: Path, slide_name: str, n_fields: int | None = None,
