@@ -75,29 +75,28 @@ with st.sidebar:
         st.write(f"Nucleus diameter on slide {field['slide']}: {slide_scale.describe()}")
         if saved := st.session_state.pop("annotate_scale_saved", None):
             st.success(saved)
-        with st.form("annotate_scale"):
+
+        def save_scale(setter, value: float, saved: str) -> None:
+            try:
+                job = setter(ui.settings(), user, slide_id, value)
+                st.session_state["annotate_scale_saved"] = saved + (
+                    " Unread cells on this slide are being re-detected." if job else "")
+                st.rerun()
+            except MdsdysError as exc:
+                ui.show_error(exc)
+
+        with st.form("annotate_scale"):  # keys per slide: a value never carries over to the next slide
             diameter = st.number_input("Nucleus diameter (px)", *scale.DIAMETER_RANGE,
                                        value=float(slide_scale.diameter_px or 24.0), step=0.5,
-                                       key=f"annotate_diameter_{slide_id}")  # per slide: never carries over
+                                       key=f"annotate_diameter_{slide_id}")
             if st.form_submit_button("Set the slide's scale"):
-                try:
-                    job = scale.set_slide_diameter(ui.settings(), user, slide_id, diameter)
-                    st.session_state["annotate_scale_saved"] = f"Saved {diameter:g} px." + (
-                        " Unread cells on this slide are being re-detected." if job else "")
-                    st.rerun()
-                except MdsdysError as exc:
-                    ui.show_error(exc)
+                save_scale(scale.set_slide_diameter, diameter, f"Saved {diameter:g} px.")
         with st.form("annotate_um"):  # sizes in µm need it; scans bring their own (issue 18)
             um = st.number_input("µm per pixel (the camera's pixel size / the objective)", *scale.UM_PER_PX_RANGE,
-                                 value=float(slide_scale.um_per_px or 0.1), step=0.005, format="%.3f", key="annotate_um")
+                                 value=float(slide_scale.um_per_px or 0.1), step=0.005, format="%.3f",
+                                 key=f"annotate_um_{slide_id}")
             if st.form_submit_button("Set µm per pixel"):
-                try:
-                    job = scale.set_slide_um_per_px(ui.settings(), user, slide_id, um)
-                    st.session_state["annotate_scale_saved"] = f"Saved {um:g} µm per pixel." + (
-                        " Unread cells on this slide are being re-detected." if job else "")
-                    st.rerun()
-                except MdsdysError as exc:
-                    ui.show_error(exc)
+                save_scale(scale.set_slide_um_per_px, um, f"Saved {um:g} µm per pixel.")
 view = views[view_index]
 canvas_w, canvas_h = canvas.canvas_size(view)
 color = canvas.css_rgba(canvas.ERASE_RGBA if tool == "Eraser" else canvas.NUCLEUS_RGBA)

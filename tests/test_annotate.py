@@ -21,6 +21,7 @@ from mdsdys.store.patches import (
     record_uncertainty,
 )
 from mdsdys.store.scales import store_estimated_diameter
+from mdsdys.store.slides import find_slide, update_slide
 
 
 def _field(db, width=300, height=200):
@@ -229,3 +230,14 @@ def test_the_slide_picker_shows_each_slides_fields_and_its_own_diameter(db):
     at.selectbox(key="annotate_slide").set_value("S2").run()
     assert not at.exception and diameter() == 33.0
     assert len(at.selectbox(key="annotate_field").options) == 2 and _shown(at).startswith("S2-")
+
+
+def test_the_um_per_pixel_box_shows_each_slides_own_value(db):
+    """Like the diameter: a value typed or shown for one slide never carries over to the next."""
+    ann = _two_slides(db)
+    update_slide(db, find_slide(db, "S1").id, um_per_px=0.2)
+    at = open_page("pages/2_Annotate.py", ann.id)
+    um = lambda: next(n for n in at.number_input if n.key.startswith("annotate_um_")).value  # noqa: E731
+    assert um() == pytest.approx(0.2)
+    at.selectbox(key="annotate_slide").set_value("S2").run()
+    assert not at.exception and um() == pytest.approx(0.1)  # S2 has no scale yet: the box's default
