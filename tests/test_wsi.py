@@ -18,7 +18,7 @@ from scipy import ndimage
 from mdsdys.demo import wsi_synth
 from mdsdys.imaging.decode import encode_png
 from mdsdys.report import export
-from mdsdys.review.location import cell_place
+from mdsdys.review.location import OVERVIEW_SIDE, cell_place
 from mdsdys.store.cells import DetectedCell, list_cells, replace_detected_cells
 from mdsdys.store.review import gallery_rows
 from mdsdys.store.users import insert_user
@@ -219,11 +219,13 @@ def test_review_shows_where_on_the_slide_a_cell_lies(db, plan):
     reader = insert_user(db, "rob", "reader", "h")
     place = cell_place(db, reader, cell_ids[0])
     assert place.size_text() == "Nucleus 8.0 µm · cell 13.0 µm"
-    assert place.overview is not None and place.overview.shape == (1000, 1000, 3)
+    # The stored overview is 1000 px (1/4 of the scan); Review gets it at the width it shows it, 320 px.
+    assert place.overview is not None and place.overview.shape == (OVERVIEW_SIDE, OVERVIEW_SIDE, 3)
+    s = OVERVIEW_SIDE / 4000
     field = plan.chosen[0].box
-    cx, cy = round((field[0] + 20) / 4), round((field[1] + 20) / 4)  # the cell's centre at the overview's 1/4 scale
+    cx, cy = round((field[0] + 20) * s), round((field[1] + 20) * s)  # the cell's centre on the overview shown
     assert tuple(place.overview[cy - 6, cx]) == (255, 40, 40) and tuple(place.overview[cy + 6, cx]) == (255, 40, 40)
-    assert tuple(place.overview[round(field[1] / 4), round(field[0] / 4) + 50]) == (0, 200, 255)  # its field
+    assert tuple(place.overview[round(field[1] * s), round(field[0] * s) + 4]) == (0, 200, 255)  # its field
 
 
 @pytest.mark.slow
