@@ -133,7 +133,7 @@ def test_overlay_keeps_cold_pixels_and_colours_hot_ones():
 
 def test_cam_cache_computes_each_key_once(monkeypatch):
     calls = []
-    monkeypatch.setattr(cam_module, "grad_cam", lambda c, crop, k: calls.append(k) or np.zeros((2, 2), np.float32))
+    monkeypatch.setattr(cam_module, "grad_cam", lambda c, crop, k, colour=None: calls.append(k) or np.zeros((2, 2), np.float32))
     cache, classifier, crop = CamCache(maxsize=2), classifier_for("cellnet"), np.zeros((4, 4, 3), np.uint8)
     for cell_id, k in [(1, 0), (1, 0), (2, 1), (3, 1), (1, 0)]:
         cache.get(classifier, cell_id, crop, k)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mdsdys.augment import CLASSIFIER_AUGMENT, AugmentConfig
+from mdsdys.augment import CLASSIFIER_AUGMENT, ISSUE4_CLASSIFIER_AUGMENT, AugmentConfig
 from mdsdys.checkpoints import save_checkpoint
 from mdsdys.classify.archs import ARCHITECTURES, create_model, get_arch
 from mdsdys.classify.classifier import (
@@ -330,8 +330,9 @@ def test_imported_cells_store_thumbnails_that_proposals_and_training_read(db, ho
     cells = list_cells(db, slide_id)
     thumbnails = cell_thumbnails(db, [c.id for c in cells])
     assert set(thumbnails) == {c.id for c in cells}
-    for cell in cells:  # the stored thumbnail is what cutting the cell from its image gives
-        assert thumbnails[cell.id] == thumbnails_from_image(patch_image_data(db, [cell.patch_id])[cell.patch_id])[0]
+    for cell in cells:  # the stored thumbnail is what cutting the cell by its nucleus box gives
+        assert thumbnails[cell.id] == thumbnails_from_image(patch_image_data(db, [cell.patch_id])[cell.patch_id],
+                                                            [cell.box])[0]
         assert Image.open(io.BytesIO(thumbnails[cell.id])).size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
     db.execute("UPDATE images SET data = ?", [b"not an image any more"])  # only thumbnails can serve now
     versions.register_model(db, home / "models", tiny.checkpoint)
@@ -444,7 +445,7 @@ def test_augmentation_keeps_shape_and_range():
 def test_a_classifier_checkpoint_from_before_the_one_augment_config_still_loads():
     old = {"rotate": True, "flip": True, "scale": 0.1, "shift": 0.04, "hed_scale": 0.08, "hed_bias": 0.03,
            "brightness": 0.1}
-    assert AugmentConfig.from_dict(old) == CLASSIFIER_AUGMENT
+    assert AugmentConfig.from_dict(old) == ISSUE4_CLASSIFIER_AUGMENT  # what it was trained with, not today's preset
     assert AugmentConfig.from_dict(dataclasses.asdict(CLASSIFIER_AUGMENT)) == CLASSIFIER_AUGMENT
 
 

@@ -13,13 +13,13 @@ from mdsdys.checkpoints import save_checkpoint
 from mdsdys.demo import synth
 from mdsdys.errors import TooFewMasksError, WrongModelError
 from mdsdys.imaging.decode import encode_png
+from mdsdys.imaging.geometry import cell_box
 from mdsdys.imaging.thumbnails import thumbnails_from_image
 from mdsdys.registry.versions import register_model
 from mdsdys.segment import detect
 from mdsdys.segment.field import Segmentation, segment_patch
 from mdsdys.segment.metrics import ObjectCounts, dice, iou, label_mask, match_objects
 from mdsdys.segment.postprocess import (
-    cell_box,
     instances_from_mask,
     mask_diameter,
     otsu_mask,

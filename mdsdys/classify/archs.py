@@ -26,13 +26,21 @@ class ArchSpec:
     summary: str
 
 
-class _Block(nn.Module):
-    """Pre-activation residual block (He et al. 2016): BN-ReLU-conv twice, 1x1 projection when the shape changes."""
+Norm = Callable[[int], nn.Module]  # channels -> normalisation layer
 
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+
+def group_norm(channels: int) -> nn.Module:
+    """GroupNorm with 8 groups: statistics of each image alone, none kept from the training set (Wu & He 2018)."""
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class _Block(nn.Module):
+    """Pre-activation residual block (He et al. 2016): norm-ReLU-conv twice, 1x1 projection when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: Norm = nn.BatchNorm2d) -> None:
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.project = None if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,19 +57,21 @@ class CellNet(nn.Module):
 
     A stride-2 stem (no max-pool, unlike ResNet-18) keeps the chromatin and granule detail of a
     small crop; four stages of `blocks` residual blocks halve the grid, ending at S/16 (4x4 at 64 px).
+    `norm` is BatchNorm by default; `cellnet_gn` uses GroupNorm, which keeps no training-set statistics.
     """
 
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 256), blocks: int = 1,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, norm: Norm = nn.BatchNorm2d) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
         stages, c_in = [], widths[0]
         for i, width in enumerate(widths):
-            layers = [_Block(c_in, width, 1 if i == 0 else 2)] + [_Block(width, width, 1) for _ in range(blocks - 1)]
+            layers = [_Block(c_in, width, 1 if i == 0 else 2, norm)] + [_Block(width, width, 1, norm)
+                                                                         for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             c_in = width
         self.stages = nn.Sequential(*stages)
-        self.head_bn = nn.BatchNorm2d(c_in)
+        self.head_bn = norm(c_in)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c_in, num_classes)
         for module in self.modules():
@@ -74,6 +84,10 @@ class CellNet(nn.Module):
         x = torch.relu(self.head_bn(x))
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)  # (B, C)
         return self.fc(self.dropout(x))
+
+
+def _cellnet_gn(num_classes: int, **kw) -> nn.Module:
+    return CellNet(num_classes, norm=group_norm, **kw)
 
 
 def _inception_v3(num_classes: int, **kw) -> nn.Module:
@@ -93,6 +107,8 @@ def _mobilenet_v3_small(num_classes: int, **kw) -> nn.Module:
 ARCHITECTURES: dict[str, ArchSpec] = {
     "cellnet": ArchSpec(CellNet, 32, ("stages.3", "stages.2", "stages.1"),
                         "small pre-activation ResNet for 64-96 px crops (this project's)"),
+    "cellnet_gn": ArchSpec(_cellnet_gn, 32, ("stages.3", "stages.2", "stages.1"),
+                           "cellnet with GroupNorm: no training-set statistics (issue 13)"),
     "resnet18": ArchSpec(_resnet18, 32, ("layer4", "layer3", "layer2"), "torchvision ResNet-18, from scratch"),
     "mobilenet_v3_small": ArchSpec(_mobilenet_v3_small, 32, ("features.12", "features.8", "features.3"),
                                    "torchvision MobileNetV3-Small, from scratch"),

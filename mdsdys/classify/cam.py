@@ -24,8 +24,9 @@ from torch import nn
 
 from mdsdys.classify.archs import get_arch
 from mdsdys.classify.classifier import Classifier
-from mdsdys.classify.inputs import stack_squares
+from mdsdys.classify.inputs import normalise_colour, stack_squares
 from mdsdys.imaging.crops import pad_to_square
+from mdsdys.imaging.stain import StainFit
 from mdsdys.imaging.thumbnails import square_resize
 
 # The deepest listed layer whose grid has at least this many cells across. A 2x2 or 3x3 map (the
@@ -103,10 +104,15 @@ def cam_layer(model: nn.Module, arch: str, input_size: int | None = None) -> nn.
     return layers[_grid_choice[key]]
 
 
-def grad_cam(classifier: Classifier, crop: np.ndarray, class_index: int | None = None) -> np.ndarray:
-    """Grad-CAM of one crop for a class (default: the predicted one): (h, w) float32 in [0, 1] at the crop's size."""
+def grad_cam(classifier: Classifier, crop: np.ndarray, class_index: int | None = None,
+             colour: StainFit | None = None) -> np.ndarray:
+    """Grad-CAM of one crop for a class (default: the predicted one): (h, w) float32 in [0, 1] at the crop's size.
+
+    `colour` is the crop's slide's colour fit (mdsdys.classify.classifier.slide_colour); without it the
+    crop is fitted on its own.
+    """
     net, size = classifier.net, classifier.input_size
-    square = stack_squares([square_resize(crop, size)])                     # (1, 3, S, S) uint8
+    square = normalise_colour(stack_squares([square_resize(crop, size)]), classifier.stain_reference, colour)
     x = classifier.normalizer(square.float().div_(255)).to(classifier.device).requires_grad_(True)
     with _lock:
         layer = cam_layer(net, classifier.arch, size)
@@ -170,14 +176,16 @@ MIN_CAM_CALIBRATION_CELLS = 20  # fewer cells give too rough a 95th percentile t
 
 
 def calibrate_cam_warning(classifier: Classifier, crops: Sequence[np.ndarray], nuclei: Sequence[np.ndarray | None],
-                          percentile: float = CAM_WARNING_PERCENTILE) -> dict[str, Any]:
+                          percentile: float = CAM_WARNING_PERCENTILE,
+                          colours: Sequence[StainFit | None] | None = None) -> dict[str, Any]:
     """The outside-nucleus share that `percentile` % of these cells stay under, with the Grad-CAM of the top class.
 
     Returns {"threshold", "percentile", "n", "median"}; threshold is None when fewer than
     MIN_CAM_CALIBRATION_CELLS cells have a nucleus mask.
     """
-    fractions = [cam_outside_fraction(grad_cam(classifier, crop), nucleus)
-                 for crop, nucleus in zip(crops, nuclei) if nucleus is not None and np.any(nucleus)]
+    colours = colours or [None] * len(crops)  # one slide colour fit per crop, from training; else per crop
+    fractions = [cam_outside_fraction(grad_cam(classifier, crop, colour=colour), nucleus)
+                 for crop, nucleus, colour in zip(crops, nuclei, colours) if nucleus is not None and np.any(nucleus)]
     fractions = [f for f in fractions if not math.isnan(f)]
     if len(fractions) < MIN_CAM_CALIBRATION_CELLS:
         return {"threshold": None, "percentile": percentile, "n": len(fractions), "median": None}
@@ -200,14 +208,15 @@ class CamCache:
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, classifier: Classifier, cell_id: int, crop: np.ndarray, class_index: int) -> np.ndarray:
-        """The cached CAM, computing it on a miss."""
+    def get(self, classifier: Classifier, cell_id: int, crop: np.ndarray, class_index: int,
+            colour: StainFit | None = None) -> np.ndarray:
+        """The cached CAM, computing it on a miss (`colour`: the cell's slide's colour fit)."""
         key = (classifier.version or id(classifier.net), cell_id, class_index)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        cam = grad_cam(classifier, crop, class_index)
+        cam = grad_cam(classifier, crop, class_index, colour)
         with self._lock:
             self._items[key] = cam
             while len(self._items) > self.maxsize:

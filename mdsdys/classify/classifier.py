@@ -17,9 +17,10 @@ from torch import nn
 
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import create_model
-from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.classify.inputs import Normalizer, fit_slide_colour, normalise_colour, stack_squares
 from mdsdys.compute import autocast, memory_format, pick_device
 from mdsdys.errors import SchemeError
+from mdsdys.imaging.stain import StainFit
 from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.schemes import LabelScheme, scheme_from_mapping
 
@@ -52,6 +53,9 @@ class Classifier:
     # percentile over its own held-out cells (classify.cam.calibrate_cam_warning); None for a model
     # trained before issue 14 or without nucleus masks.
     cam_warning: float | None = None
+    # The stain every cell is normalised to before the network (issue 13), with each slide's own fit
+    # (mdsdys.classify.inputs.normalise_colour); None for a model trained before it, which reads raw colour.
+    stain_reference: StainFit | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -82,9 +86,11 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     net.load_state_dict(checkpoint["state_dict"])
     net.to(device, memory_format=memory_format(device)).eval()
     norm = checkpoint["normalizer"]
+    colour = checkpoint.get("colour")
+    reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device, _cam_threshold(checkpoint))
+                      checkpoint.get("version"), device, _cam_threshold(checkpoint), reference)
 
 
 def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:
@@ -103,21 +109,34 @@ def calibrated(logits: torch.Tensor, temperature: float) -> np.ndarray:
     return torch.softmax(logits.double() / temperature, dim=1).numpy()
 
 
-def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """(N, 3, S, S) uint8 at the classifier's input size -> (N, C) calibrated probabilities."""
+def slide_colour(classifier: Classifier, squares: torch.Tensor) -> StainFit | None:
+    """The colour fit of one slide's cells ((N, 3, S, S) uint8) for this model; None if it reads raw colour."""
+    return fit_slide_colour(squares) if classifier.stain_reference is not None else None
+
+
+def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
+                    colour: StainFit | None = None) -> np.ndarray:
+    """(N, 3, S, S) uint8 of one slide at the classifier's input size -> (N, C) calibrated probabilities.
+
+    `colour` is the slide's fit (slide_colour); without it the squares given are taken as the slide.
+    """
+    squares = normalise_colour(squares, classifier.stain_reference, colour)
     logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size)
     return calibrated(logits, classifier.temperature).astype(np.float32)
 
 
-def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Crops of any size, (h, w, 3) uint8 each -> (N, C) calibrated probabilities, in scheme order."""
+def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_size: int = 256,
+                  colour: StainFit | None = None) -> np.ndarray:
+    """Crops of one slide, any size, (h, w, 3) uint8 each -> (N, C) calibrated probabilities, in scheme order.
+
+    Without `colour` (the slide's fit) the colour is fitted on the crops given together.
+    """
     if len(crops) == 0:
         return np.zeros((0, len(classifier.codes)), dtype=np.float32)
-    out = []
-    for start in range(0, len(crops), batch_size):
-        squares = stack_squares([square_resize(c, classifier.input_size) for c in crops[start:start + batch_size]])
-        out.append(predict_squares(classifier, squares, batch_size))
-    return np.concatenate(out)
+    squares = stack_squares([square_resize(c, classifier.input_size) for c in crops])
+    colour = colour or slide_colour(classifier, squares)
+    return np.concatenate([predict_squares(classifier, chunk, batch_size, colour)
+                           for chunk in torch.split(squares, batch_size)])
 
 
 def check_scheme(classifier: Classifier, scheme: LabelScheme, slide: str) -> None:
@@ -128,3 +147,14 @@ def check_scheme(classifier: Classifier, scheme: LabelScheme, slide: str) -> Non
             f"({', '.join(classifier.codes)}), but slide {slide!r} uses {scheme.name!r} ({', '.join(scheme.codes)}). "
             f"Train a classifier for it: mdsdys train classifier --scheme {scheme.name}"
         )
+
+
+def predict_by_slide(classifier: Classifier, samples: Sequence[CellSample]) -> np.ndarray:
+    """(N, C) calibrated probabilities of labelled cells from several slides, each slide's colour fitted on its cells here."""
+    out = np.zeros((len(samples), len(classifier.codes)), dtype=np.float32)
+    groups: dict[str, list[int]] = {}
+    for i, sample in enumerate(samples):
+        groups.setdefault(sample.group, []).append(i)
+    for idx in groups.values():
+        out[idx] = predict_proba(classifier, [samples[i].crop for i in idx])
+    return out

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mdsdys import stats
-from mdsdys.classify.classifier import Classifier, predict_squares
+from mdsdys.classify.classifier import Classifier, predict_squares, slide_colour
 from mdsdys.classify.inputs import stack_squares
 from mdsdys.errors import ImportProblemError, SchemeError
 from mdsdys.imaging.decode import IMAGE_SUFFIXES
@@ -39,24 +40,27 @@ def labelled_files(folder: Path, classifier: Classifier) -> list[tuple[Path, int
 
 
 def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 256) -> dict[str, Any]:
-    """macro_f1, accuracy, confusion, Table 3 per_class, calibration and ROC points on a folder of class folders."""
+    """macro_f1, accuracy, confusion, Table 3 per_class, calibration and ROC points on a folder of class folders.
+
+    Each image is cut around its nucleus, as import cuts it, whatever its size (a 120 px crop or a
+    360 px field around one cell). The folder is one slide: its colour is fitted on all its images.
+    """
     files = labelled_files(folder, classifier)
-    truth, probs, skipped = [], [], []
-    for start in range(0, len(files), batch_size):
-        squares, labels = [], []
-        for path, label in files[start:start + batch_size]:
-            try:
-                squares.append(image_square(path.read_bytes(), classifier.input_size))
-                labels.append(label)
-            except _READ_ERRORS as exc:
-                log.warning("skipped %s: %s", path, exc)
-                skipped.append(str(path))
-        if squares:
-            probs.append(predict_squares(classifier, stack_squares(squares), batch_size))
-            truth.extend(labels)
+    truth, squares, skipped = [], [], []
+    for path, label in files:
+        try:
+            squares.append(image_square(path.read_bytes(), classifier.input_size))
+            truth.append(label)
+        except _READ_ERRORS as exc:
+            log.warning("skipped %s: %s", path, exc)
+            skipped.append(str(path))
     if not truth:
         raise ImportProblemError(f"No readable images under the class folders of {folder}.")
-    y, proba = np.array(truth), np.concatenate(probs)
+    batch = stack_squares(squares)
+    colour = slide_colour(classifier, batch)
+    proba = np.concatenate([predict_squares(classifier, chunk, batch_size, colour)
+                            for chunk in torch.split(batch, batch_size)])
+    y = np.array(truth)
     report = stats.classification_report(y, proba, classifier.codes)
     report |= {"model": classifier.version, "folder": str(folder), "skipped": skipped,
                "reliability": stats.reliability_bins(y, proba), "roc": stats.roc_points(y, proba, classifier.codes)}

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 from mdsdys.accounts import policy
 from mdsdys import stats
 from mdsdys.checkpoints import load_checkpoint
-from mdsdys.classify.classifier import load_classifier, predict_proba
+from mdsdys.classify.classifier import load_classifier, predict_by_slide
 from mdsdys.classify.proposals import training_samples
 from mdsdys.errors import MdsdysError
 from mdsdys.stats import EVALUATION_SETS
@@ -36,7 +36,7 @@ def model_performance(db: Database, viewer: User, scheme: str, on: str = "test")
                           (" Settle disagreements on the Consensus page first." if on == "consensus" else ""))
     classifier = load_classifier(record.path)
     y_true = np.array([classifier.codes.index(s.code) for s in samples])
-    proba = predict_proba(classifier, [s.crop for s in samples])
+    proba = predict_by_slide(classifier, samples)
     report = stats.classification_report(y_true, proba, classifier.codes)
     return {"version": record.version, "set": on, "n": len(samples), "report": report,
             "estimates": stats.table3_estimates(y_true, proba, classifier.codes),

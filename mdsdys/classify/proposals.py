@@ -18,10 +18,12 @@ from mdsdys.classify.classifier import (
     check_scheme,
     load_classifier,
     predict_squares,
+    slide_colour,
 )
-from mdsdys.classify.inputs import stack_squares
+from mdsdys.classify.inputs import SLIDE_FIT_CELLS, stack_squares
 from mdsdys.errors import NoCellsError, NotFoundError
 from mdsdys.imaging.decode import read_rgb
+from mdsdys.imaging.stain import StainFit
 from mdsdys.imaging.thumbnails import (
     Box,
     decode_crops,
@@ -137,6 +139,23 @@ def training_samples(db: Database, scheme_name: str, size: int | None = None) ->
     return samples
 
 
+def slide_colour_fit(db: Database, classifier: Classifier, slide_id: int) -> StainFit | None:
+    """The colour fit of a slide for this model (issue 13): on up to SLIDE_FIT_CELLS of its cells, evenly spread.
+
+    None for a model that reads raw colour. All the slide's cells, unread or not, share it, so a
+    slide's proposals do not depend on which of its cells were asked for.
+    """
+    if classifier.stain_reference is None:
+        return None
+    cells = sorted(list_cells(db, slide_id), key=lambda c: (c.patch_id, c.id))
+    picks = cells[::max(1, len(cells) // SLIDE_FIT_CELLS)][:SLIDE_FIT_CELLS]
+    refs = [CellRef(c.id, c.patch_id, c.box) for c in picks]
+    if not refs:
+        return None
+    _, squares = decode_sources(cell_sources(db, refs, classifier.input_size), classifier.input_size)
+    return slide_colour(classifier, stack_squares(squares))
+
+
 def _cells_to_propose(db: Database, slide_id: int, unread_only: bool) -> list[Cell]:
     slide = get_slide(db, slide_id)
     cells = list_cells(db, slide_id, unread_only=unread_only)
@@ -175,6 +194,7 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
     refs = [CellRef(c.id, c.patch_id, c.box) for c in cells]
     chunks = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
     size, done = classifier.input_size, 0
+    colour = slide_colour_fit(db, classifier, slide_id)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Store reads stay on this thread; the helper decodes the next chunk while this one runs.
         pending = pool.submit(_decode_batch, cell_sources(db, chunks[0], size), size) if chunks else None
@@ -182,7 +202,7 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
             ids, squares = pending.result()
             if k + 1 < len(chunks):
                 pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
-            probs = predict_squares(classifier, squares, batch_size)          # (B, C)
+            probs = predict_squares(classifier, squares, batch_size, colour)  # (B, C)
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
                                                    for cid, p in zip(ids, probs)})
             if progress is not None:

@@ -20,6 +20,7 @@ import simplejpeg
 from PIL import Image
 
 from mdsdys.imaging.crops import cell_crop, pad_to_square
+from mdsdys.imaging.geometry import single_cell_box
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in patch pixels
 
@@ -94,10 +95,15 @@ def reads_thumbnails(size: int) -> bool:
 
 
 def image_square(data: bytes, size: int) -> np.ndarray:
-    """A single-cell image file -> (size, size, 3) uint8, cut the way a stored cell reaches a model of that size."""
+    """A single-cell image file -> (size, size, 3) uint8, cut the way an imported cell reaches a model of that size.
+
+    The cell is cut around the nucleus found in it (mdsdys.imaging.geometry), as import cuts it.
+    """
+    with Image.open(io.BytesIO(data), formats=("JPEG", "PNG")) as img:
+        box = single_cell_box(np.asarray(img.convert("RGB")))
     if reads_thumbnails(size):
-        return decode_thumbnail(thumbnails_from_image(data)[0], size)
-    return decode_crops(data, None, size)[0]
+        return decode_thumbnail(thumbnails_from_image(data, [box])[0], size)
+    return decode_crops(data, [box], size)[0]
 
 
 def _scaled(box: Box, fx: float, fy: float) -> Box:

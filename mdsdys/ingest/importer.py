@@ -33,11 +33,13 @@ from mdsdys.imaging.decode import (
     encode_png,
     zip_entries,
 )
+from mdsdys.imaging.geometry import Box, single_cell_box
 from mdsdys.imaging.thumbnails import thumbnails_from_image
 from mdsdys.jobs.queue import enqueue
 from mdsdys.schemes import DEFAULT_SCHEME_NAME, LabelScheme, scheme_from_folders
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
+from mdsdys.store.cells import cells_on_patch
 from mdsdys.store.models import active_model
 from mdsdys.store.patches import (
     StoredImage,
@@ -338,12 +340,15 @@ def import_cells(db: Database, slide_name: str, files: Sequence[SourceFile], sch
     done = 0
     for batch in _decoded_batches(labelled, lambda item: _decode(item[0], max_pixels, report)):
         known = images_on_slide(db, slide.id, [image.sha256 for _, image in batch if image is not None])
-        thumbnails = [thumbnails_from_image(image.data)[0] if image is not None and image.sha256 not in known
-                      else None for _, image in batch]  # a re-import cuts none again
+        # The cell is cut around its nucleus, as a detected one is (issue 13); a re-import cuts none again.
+        boxes = [single_cell_box(image.rgb) if image is not None and image.sha256 not in known else None
+                 for _, image in batch]
+        thumbnails = [thumbnails_from_image(image.data, [box])[0] if box is not None else None
+                      for (_, image), box in zip(batch, boxes)]
         with write_transaction(db):
-            for ((file, code), image), thumbnail in zip(batch, thumbnails):
+            for ((file, code), image), box, thumbnail in zip(batch, boxes, thumbnails):
                 if image is not None:
-                    _count(report, _add_labelled_cell(db, slide.id, file.name, image, thumbnail, code, labeller))
+                    _count(report, _add_labelled_cell(db, slide.id, file.name, image, box, thumbnail, code, labeller))
             done += len(batch)
             audit.batch(report, done)
         _progress(progress, done, len(labelled), batch[-1][0][0].name)
@@ -388,13 +393,20 @@ def _label_files(by_class: dict[str, list[SourceFile]], scheme: LabelScheme,
     return labelled
 
 
-def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, thumbnail: bytes | None,
-                       code: str, labeller: User) -> bool:
-    """One imported cell: its image is its own patch and the whole image is its box."""
+def _add_labelled_cell(db: Database, slide_id: int, name: str, image: DecodedImage, box: Box | None,
+                       thumbnail: bytes | None, code: str, labeller: User) -> bool:
+    """One imported cell: its image is its own patch; its box is cut around the nucleus found in it.
+
+    `box` is None for an image already on the slide (a re-import), whose stored cell keeps its box.
+    """
     stored = _stored(image)
-    patch_id, _ = add_patch(db, slide_id, stored, name, kind="cell")
-    cell_id, created = add_cell(db, slide_id, patch_id, (0, 0, stored.width, stored.height), "imported",
-                                thumbnail=thumbnail)
+    patch_id, new_patch = add_patch(db, slide_id, stored, name, kind="cell")
+    existing = [] if new_patch else cells_on_patch(db, patch_id)
+    if existing:  # the same image again: its cell keeps the box it was cut by (older stores: the whole image)
+        cell_id, created = existing[0].id, False
+    else:
+        cell_id, created = add_cell(db, slide_id, patch_id, box or single_cell_box(image.rgb), "imported",
+                                    thumbnail=thumbnail)
     previous = imported_read(db, cell_id)
     if previous is None or previous.code != code:
         put_read(db, cell_id, labeller.id, code, source="imported")

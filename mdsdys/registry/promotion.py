@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from mdsdys import stats
 from mdsdys.accounts import policy
 from mdsdys.checkpoints import load_checkpoint
-from mdsdys.classify.classifier import load_classifier, predict_proba
+from mdsdys.classify.classifier import load_classifier, predict_by_slide
 from mdsdys.classify.proposals import training_samples
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError, PromotionRefused
@@ -68,7 +68,7 @@ def _classifier_scores(db: Database, candidate: ModelRecord, current: ModelRecor
     for record in (candidate, current):
         classifier = load_classifier(record.path)
         y_true = np.array([classifier.codes.index(s.code) for s in samples])
-        y_pred = predict_proba(classifier, [s.crop for s in samples]).argmax(1)
+        y_pred = predict_by_slide(classifier, samples).argmax(1)
         scores.append(stats.macro_f1(y_true, y_pred, len(classifier.codes)))
     return scores[0], scores[1], f"the same {len(samples)} test cells"
 

@@ -28,9 +28,11 @@ from mdsdys.classify.cam import (
     overlay,
 )
 from mdsdys.classify.classifier import Classifier, load_classifier, predict_proba
+from mdsdys.classify.proposals import slide_colour_fit
 from mdsdys.errors import MdsdysError
 from mdsdys.imaging.crops import cell_crop
 from mdsdys.imaging.decode import read_rgb
+from mdsdys.imaging.stain import StainFit
 from mdsdys.review.reads import load_cell_view
 from mdsdys.store.cells import list_cells
 from mdsdys.store.models import active_model
@@ -44,6 +46,8 @@ OLD_OUTSIDE_WARNING = 0.5
 # a CPU at 64 px, once per model version and slide.
 SLIDE_CALIBRATION_CELLS = 60
 _slide_warnings: dict[tuple[str | None, int], dict] = {}
+# Each slide's colour fit for a model (issue 13), as propose_labels fits it: refitted when its cells change.
+_slide_colours: dict[tuple[str | None, int, int], StainFit | None] = {}
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,20 @@ def cell_grad_cam(db: Database, viewer: User, cell_id: int, code: str | None = N
     if record is None:
         raise MdsdysError("No classifier for this slide's scheme yet, so there is no Grad-CAM to show.")
     classifier = _classifier(record.path, record.version)
-    index = classifier.codes.index(code) if code else int(predict_proba(classifier, [view.crop])[0].argmax())
-    cam = _cams.get(classifier, cell_id, view.crop, index)
+    colour = _slide_colour(db, classifier, view.cell.slide_id)
+    index = classifier.codes.index(code) if code else int(predict_proba(classifier, [view.crop], colour=colour)[0].argmax())
+    cam = _cams.get(classifier, cell_id, view.crop, index, colour)
     outside = cam_outside_fraction(cam, view.nucleus) if view.nucleus is not None else None
     threshold, calibrated_on = warning_threshold(db, classifier, view.cell.slide_id)
     return CamView(overlay(view.crop, cam), classifier.codes[index], outside, record.version, threshold, calibrated_on)
+
+
+def _slide_colour(db: Database, classifier: Classifier, slide_id: int) -> StainFit | None:
+    """The slide's colour fit for this model, as its proposals were made with; kept until its cells change."""
+    key = (classifier.version, slide_id, len(list_cells(db, slide_id)))
+    if key not in _slide_colours:
+        _slide_colours[key] = slide_colour_fit(db, classifier, slide_id)
+    return _slide_colours[key]
 
 
 def warning_threshold(db: Database, classifier: Classifier, slide_id: int) -> tuple[float | None, str]:

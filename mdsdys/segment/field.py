@@ -21,11 +21,11 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from mdsdys.errors import ScaleEstimateError
+from mdsdys.imaging.geometry import cell_box
 from mdsdys.segment.grouping import group_cells
 from mdsdys.segment.postprocess import (
     Box,
     PostConfig,
-    cell_box,
     instances_from_mask,
     nucleus_boxes,
     renumber,

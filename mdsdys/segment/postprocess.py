@@ -18,6 +18,8 @@ from skimage.filters import threshold_multiotsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from mdsdys.imaging.geometry import CELL_MARGIN
+
 Box = tuple[int, int, int, int]
 
 
@@ -60,7 +62,7 @@ class PostConfig:
     cell_fill: float = 0.85
     # The cell box reaches half a diameter past the nucleus on each side: the cytoplasm rim of an
     # erythroblast or a neutrophil (the paper's crops show the whole cell).
-    cell_margin: float = 0.5
+    cell_margin: float = CELL_MARGIN
 
 
 def equivalent_diameters(instances: np.ndarray) -> np.ndarray:
@@ -181,20 +183,3 @@ def nucleus_boxes(instances: np.ndarray) -> list[tuple[int, Box]]:
             ys, xs = found
             boxes.append((label, (xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)))
     return boxes
-
-
-def cell_box(nucleus: Box, diameter: float, image_shape: tuple[int, ...], margin: float = 0.5) -> Box:
-    """The whole cell's square box: the nucleus box grown by margin x diameter, squared, moved inside the image.
-
-    Squaring follows the paper, which pads every crop to a square. At a field's edge the square
-    slides inward rather than being clipped, so it stays square and holds only real pixels; it
-    shrinks only when it is larger than the image's shorter side.
-    """
-    x, y, w, h = nucleus
-    height, width = image_shape[:2]
-    grow = round(margin * diameter)
-    side = min(max(w, h) + 2 * grow, height, width)
-    left = round(x + w / 2 - side / 2)
-    top = round(y + h / 2 - side / 2)
-    left, top = min(max(left, 0), width - side), min(max(top, 0), height - side)
-    return left, top, side, side
