@@ -52,6 +52,9 @@ class Classifier:
     # percentile over its own held-out cells (classify.cam.calibrate_cam_warning); None for a model
     # trained before issue 14 or without nucleus masks.
     cam_warning: float | None = None
+    # The training set's colour statistics and embeddings that slides are compared with (classify.ood,
+    # issue 13); None for a model trained before it: its slides' OOD score is "unknown".
+    ood: dict[str, Any] | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -84,7 +87,8 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     norm = checkpoint["normalizer"]
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device, _cam_threshold(checkpoint))
+                      checkpoint.get("version"), device, _cam_threshold(checkpoint),
+                      checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None)
 
 
 def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:

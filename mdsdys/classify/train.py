@@ -33,6 +33,7 @@ from mdsdys.classify.classifier import (
     forward_logits,
 )
 from mdsdys.classify.inputs import Normalizer, stack_squares
+from mdsdys.classify.ood import fit_ood_reference
 from mdsdys.compute import EpochReport, autocast, memory_format
 from mdsdys.errors import (
     TrainingCancelled,
@@ -408,6 +409,9 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     classifier = _calibrate(run, split, scheme, y)
     classifier.cam_warning = (warning := _cam_warning(classifier, samples, split))["threshold"]
     checkpoint = _checkpoint(run, classifier, samples, y, split, history, train_seconds) | {"cam_warning": warning}
+    classifier.ood = checkpoint["ood"] = fit_ood_reference(  # issue 13: slides unlike the training images
+        classifier, images[torch.from_numpy(split.train)], images[torch.from_numpy(split.val)],
+        [samples[int(i)].group for i in split.val])
     return ClassifierResult(classifier, checkpoint, history, split)
 
 
