@@ -11,7 +11,7 @@ import torch
 from mdsdys.classify.archs import create_model, embedding_head, list_models
 from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
 from mdsdys.classify.inputs import stack_squares
-from mdsdys.classify.ood import CALM, WARNING, colour_features, score_cells, slide_ood
+from mdsdys.classify.ood import colour_features, score_cells, slide_ood
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.demo import synth
 from mdsdys.imaging.thumbnails import square_resize
@@ -57,8 +57,7 @@ def test_a_shifted_slide_scores_high_and_is_flagged_and_an_in_domain_one_is_not(
     new_cells = [crop for crop, _ in _crops(11, 15)]   # unseen cells of the same kind
     in_domain = slide_ood(score_cells(classifier, _squares(new_cells)), classifier.ood)
     cast = slide_ood(score_cells(classifier, _squares([shifted(c) for c in new_cells])), classifier.ood)
-    assert in_domain.flagged is False and in_domain.message == CALM
-    assert cast.flagged is True and cast.message == WARNING
+    assert in_domain.flagged is False and cast.flagged is True
     assert cast.score > 2 * in_domain.score and cast.n_cells == 30
 
 
@@ -75,7 +74,7 @@ def test_a_model_without_a_reference_gives_unknown_never_a_crash(trained):
     scores = score_cells(classifier, _squares([c for c, _ in _crops(2, 2)]))
     assert np.isnan(scores).all()
     result = slide_ood(scores, classifier.ood)
-    assert result.flagged is None and result.score is None and "not known" in result.message
+    assert result.flagged is None and result.score is None
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import numpy as np
@@ -15,7 +16,10 @@ from mdsdys.demo.synth import generate_cell
 from mdsdys.ingest.importer import SourceFile, import_cells
 from mdsdys.registry import versions
 from mdsdys.schemes import scheme_from_folders
+from mdsdys.report import export, shift
+from mdsdys.report.numbers import dashboard, summary_table
 from mdsdys.store.ood import slide_ood_record, slides_ood
+from mdsdys.store.users import insert_user
 from mdsdys.store.slides import find_slide
 from tests.test_ood import shifted
 
@@ -73,3 +77,24 @@ def test_a_model_without_a_reference_stores_unknown(db, home, checkpoint):
 
 def test_a_slide_without_proposals_has_no_record(db):
     assert slide_ood_record(db, _import(db, "NEW-1", False)) is None
+
+
+def test_the_report_and_the_dashboard_table_say_which_slide_differs(db, home, checkpoint):
+    plain, cast = _import(db, "PLAIN-1", False), _import(db, "<b>CAST</b>", True)
+    versions.register_model(db, home / "models", checkpoint)
+    propose_labels(db, plain)
+    propose_labels(db, cast)
+    reader = insert_user(db, "ann", "reader", "h")
+    warned = html.unescape(export.slide_report_html(db, reader, cast, "model"))
+    calm = html.unescape(export.slide_report_html(db, reader, plain, "model"))
+    assert shift.WARNING in warned and shift.CALM not in warned
+    assert shift.CALM in calm and shift.WARNING not in calm
+    assert "<b>CAST</b>" not in export.slide_report_html(db, reader, cast, "model")  # a slide name stays text
+    rows = {r["slide"]: r["images vs model"] for r in
+            summary_table(dashboard(db, reader, "model"), source="model", shifts=shift.slides_shift(db))}
+    assert rows["PLAIN-1"].startswith("like training") and rows["<b>CAST</b>"].startswith("DIFFERENT")
+
+
+def test_the_shown_sentence_is_the_one_the_issue_asks_for():
+    assert shift.WARNING == ("proposals for this slide may be unreliable: its images differ from this model's "
+                             "training images; label about 50 of its cells and retrain")

@@ -9,7 +9,8 @@ Each distance is divided by its 95th percentile over the model's validation cell
 larger of the two, and that is divided again by the validation 95th percentile: a score of 1 means "as
 unusual as the 5% most unusual of this model's own held-out cells", whatever the model. A slide scores
 the median of its cells; it is flagged above a threshold set so that validation cells resampled into
-slide-sized groups (and each validation slide, when groups are known) are not flagged.
+slide-sized groups (and each validation slide, when groups are known) are not flagged. What the app
+says about a flagged slide lives in mdsdys.report.shift.
 
 Array conventions: `squares` (N, 3, S, S) uint8 torch tensor at the classifier's input side.
 """
@@ -28,10 +29,6 @@ from mdsdys.classify.archs import embedding_head
 from mdsdys.classify.classifier import Classifier, forward_logits
 
 OOD_VERSION = 1
-WARNING = ("proposals for this slide may be unreliable: its images differ from this model's training images; "
-           "label about 50 of its cells and retrain")
-CALM = "images like this model's training images"
-UNKNOWN = "not known: this model was trained before slides were compared with its training images"
 PERCENTILE = 95.0         # validation percentile that each distance and the cell score are divided by
 SLIDE_CELLS = 20          # cells per resampled in-domain "slide" when calibrating the threshold (few cells: noisy)
 RESAMPLES = 2000          # resampled in-domain slides; the threshold sits above their 99.5th percentile
@@ -49,13 +46,6 @@ class SlideOOD:
     threshold: float | None
     flagged: bool | None
     n_cells: int
-
-    @property
-    def message(self) -> str:
-        """What to tell the person reviewing the slide."""
-        if self.flagged is None:
-            return UNKNOWN
-        return WARNING if self.flagged else CALM
 
 
 def colour_features(squares: torch.Tensor, chunk: int = 512) -> np.ndarray:
