@@ -9,6 +9,7 @@ import streamlit as st
 
 from mdsdys.app import ui, views
 from mdsdys.jobs import progress
+from mdsdys.report import shift
 from mdsdys.errors import MdsdysError
 from mdsdys.schemes import UNASSESSABLE_REASONS
 from mdsdys.review import counting, reads
@@ -266,4 +267,7 @@ def cell_panel(slide, mode: str, hide_model: bool, show_cam: bool) -> None:
                           on_click=limits.__setitem__, args=(name, limits.get(name, 16) + 16))
 
 
+if not hide_model:  # the model's standing on this slide goes with its proposals (issue 13)
+    with ui.store() as db:
+        ui.show_shift(shift.slide_shift(db, slide.id))
 cell_panel(slide, mode, hide_model, show_cam)

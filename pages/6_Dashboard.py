@@ -11,7 +11,7 @@ from mdsdys import stats
 from mdsdys.errors import MdsdysError
 from mdsdys.report import charts, export
 from mdsdys.report import numbers as dashboard
-from mdsdys.report import provenance
+from mdsdys.report import provenance, shift
 from mdsdys.review import counting
 from mdsdys.review import reads as review
 
@@ -31,6 +31,7 @@ try:
     with ui.store() as db:
         summaries = dashboard.dashboard(db, user, source)
         label_sources = provenance.label_sources(db)
+        shifts = shift.slides_shift(db)  # each slide against the model that proposed its labels (issue 13)
         baseline = dashboard.dashboard(db, user, "model") if compare else None
 except MdsdysError as exc:
     ui.show_error(exc)
@@ -44,7 +45,7 @@ filters = st.columns(2)
 chosen_groups = filters[0].multiselect("Slide group", groups, default=groups, key="dash_groups")
 review_state = filters[1].selectbox("Read by a person", dashboard.REVIEW_STATES, key="dash_review_state")
 shown = dashboard.filter_summaries(summaries, chosen_groups, review_state, label_sources)
-table = pd.DataFrame(dashboard.summary_table(shown, label_sources, source))
+table = pd.DataFrame(dashboard.summary_table(shown, label_sources, source, shifts))
 st.caption("human-read: read by at least one person; consensus: settled by an adjudicator; model-only: "
            f"{provenance.NOT_VERIFIED}. 'model share %' is the model's part of the numbers under this source. "
            "A 'call (one look)' reads the 95% interval once, over every cell counted so far; while you are still "
@@ -63,6 +64,7 @@ slide_sources = provenance.sources_of(label_sources, summary.slide_id)
 title = provenance.source_title(source, slide_sources)
 (st.warning if slide_sources.model_share(source) > 0 else st.success)(title)
 st.caption(provenance.source_sentence(slide_sources))
+ui.show_shift(shifts.get(summary.slide_id))
 left, right = st.columns(2)
 left.plotly_chart(charts.differential_bar([summary], scheme), key="dash_differential")
 left.dataframe(pd.DataFrame(dashboard.differential_table(summary, scheme)), hide_index=True, key="dash_diff_table")

@@ -18,6 +18,7 @@ from mdsdys.app import navigation as nav
 from mdsdys.config import Settings, load_auth_limits, load_settings
 from mdsdys.demo.study import DEMO_ACCOUNTS
 from mdsdys.errors import MdsdysError
+from mdsdys.report.shift import ModelShift
 from mdsdys.store import check_integrity, connect
 from mdsdys.store.users import User, count_humans
 
@@ -245,3 +246,13 @@ def home_links(user: User) -> None:
 def show_error(exc: MdsdysError) -> None:
     """Show one of the project's own errors to the user."""
     st.error(str(exc))
+
+
+def show_shift(shift: ModelShift | None) -> None:
+    """A slide against the model that proposed its labels (None: no proposals yet): a warning when its images differ."""
+    if shift is None:
+        return
+    if shift.level == "warning":
+        st.warning(shift.text(), icon="⚠️")
+    else:
+        st.caption(shift.text())

@@ -24,6 +24,7 @@ class ArchSpec:
     min_input: int                   # smallest square input side the network accepts, px
     cam_layers: tuple[str, ...]      # dotted module paths, deepest first
     summary: str
+    head: str = "fc"                 # dotted path of the final nn.Linear; its input is the cell's embedding
 
 
 Norm = Callable[[int], nn.Module]  # channels -> normalisation layer
@@ -111,7 +112,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                            "cellnet with GroupNorm: no training-set statistics (issue 13)"),
     "resnet18": ArchSpec(_resnet18, 32, ("layer4", "layer3", "layer2"), "torchvision ResNet-18, from scratch"),
     "mobilenet_v3_small": ArchSpec(_mobilenet_v3_small, 32, ("features.12", "features.8", "features.3"),
-                                   "torchvision MobileNetV3-Small, from scratch"),
+                                   "torchvision MobileNetV3-Small, from scratch", head="classifier.3"),
     "inception_v3": ArchSpec(_inception_v3, 75, ("Mixed_7c", "Mixed_6e", "Mixed_5d"),
                              "torchvision Inception-v3 as in Lee et al. 2022, from scratch, no aux head"),
 }
@@ -132,6 +133,21 @@ def create_model(name: str, num_classes: int, **kw) -> nn.Module:
     if num_classes < 2:
         raise ValueError(f"A classifier needs at least two classes, got {num_classes}.")
     return get_arch(name).build(num_classes, **kw)
+
+
+def embedding_head(net: nn.Module, name: str) -> nn.Linear:
+    """The final linear layer of a built `name` network: its input is the penultimate embedding (B, D)."""
+    path = get_arch(name).head
+    try:
+        head = net.get_submodule(path)
+    except AttributeError:
+        head = None
+    if not isinstance(head, nn.Linear):
+        raise UnknownArchitectureError(
+            f"Architecture {name!r} has no final linear layer at {path!r} to read embeddings from; "
+            "set ArchSpec.head to the dotted path of its classifier's nn.Linear."
+        )
+    return head
 
 
 def list_models() -> list[str]:

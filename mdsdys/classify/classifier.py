@@ -56,6 +56,9 @@ class Classifier:
     # The stain every cell is normalised to before the network (issue 13), with each slide's own fit
     # (mdsdys.classify.inputs.normalise_colour); None for a model trained before it, which reads raw colour.
     stain_reference: StainFit | None = None
+    # The training set's colour statistics and embeddings that slides are compared with (classify.ood,
+    # issue 13); None for a model trained before it: its slides' OOD score is "unknown".
+    ood: dict[str, Any] | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -90,7 +93,8 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device, _cam_threshold(checkpoint), reference)
+                      checkpoint.get("version"), device, _cam_threshold(checkpoint), reference,
+                      checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None)
 
 
 def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:

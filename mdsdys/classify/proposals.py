@@ -21,6 +21,7 @@ from mdsdys.classify.classifier import (
     slide_colour,
 )
 from mdsdys.classify.inputs import SLIDE_FIT_CELLS, stack_squares
+from mdsdys.classify.ood import SlideOOD, score_cells, slide_ood
 from mdsdys.errors import NoCellsError, NotFoundError
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.imaging.stain import StainFit
@@ -42,6 +43,7 @@ from mdsdys.store.cells import (
 )
 from mdsdys.store.labels import final_labels
 from mdsdys.store.models import ModelRecord, active_model
+from mdsdys.store.ood import proposal_ood_scores, save_slide_ood
 from mdsdys.store.patches import Cell
 from mdsdys.store.slides import get_slide, load_scheme
 
@@ -203,9 +205,20 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
             if k + 1 < len(chunks):
                 pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
             probs = predict_squares(classifier, squares, batch_size, colour)  # (B, C)
+            ood = score_cells(classifier, squares, batch_size, colour)        # (B,), NaN: no reference
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
-                                                   for cid, p in zip(ids, probs)})
+                                                   for cid, p in zip(ids, probs)}, dict(zip(ids, ood.tolist())))
             if progress is not None:
                 progress(done, len(cells))
-    log.info("proposed labels for %d cells of slide %s with %s", done, slide.case_id, record.version)
+    result = score_slide_ood(db, slide_id, record.id, classifier)
+    log.info("proposed labels for %d cells of slide %s with %s (OOD score %s%s)", done, slide.case_id,
+             record.version, "unknown" if result.score is None else f"{result.score:.2f}",
+             ", flagged" if result.flagged else "")
     return done
+
+
+def score_slide_ood(db: Database, slide_id: int, model_id: int, classifier: Classifier) -> SlideOOD:
+    """Aggregate the slide's stored per-cell scores by this model (all of them, also from earlier runs) and store it."""
+    result = slide_ood(proposal_ood_scores(db, slide_id, model_id), classifier.ood)
+    save_slide_ood(db, slide_id, model_id, result.score, result.threshold, result.flagged, result.n_cells)
+    return result

@@ -33,6 +33,7 @@ from mdsdys.classify.classifier import (
     forward_logits,
 )
 from mdsdys.classify.inputs import Normalizer, fit_slide_colour, normalise_colour, stack_squares
+from mdsdys.classify.ood import fit_ood_reference
 from mdsdys.compute import EpochReport, autocast, memory_format
 from mdsdys.errors import (
     TrainingCancelled,
@@ -403,9 +404,9 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     world = compute.current_world()
     device = compute.device(world)
     reference = REFERENCE if config.stain_normalise else None
-    images = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
-    colours = _slide_colours(images, samples, reference)
-    images = _in_reference_colour(images, samples, colours, reference)
+    raw = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
+    colours = _slide_colours(raw, samples, reference)
+    images = _in_reference_colour(raw, samples, colours, reference)  # what the network reads
     normalizer = Normalizer.fit(images[torch.from_numpy(split.train)])
     torch.manual_seed(config.seed)
     net = create_model(config.arch, len(scheme.codes)).to(device, memory_format=memory_format(device))
@@ -423,6 +424,10 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     checkpoint = _checkpoint(run, classifier, samples, y, split, history, train_seconds) | {
         "cam_warning": warning, "geometry": {"rule": GEOMETRY_RULE, "margin": CELL_MARGIN},
         "colour": _colour_record(reference, colours)}
+    train, val = torch.from_numpy(split.train), torch.from_numpy(split.val)
+    classifier.ood = checkpoint["ood"] = fit_ood_reference(  # issue 13: slides unlike the training images
+        classifier, raw[train], raw[val], [samples[int(i)].group for i in split.val],
+        inputs_train=images[train], inputs_val=images[val])
     return ClassifierResult(classifier, checkpoint, history, split)
 
 

@@ -25,7 +25,7 @@ from mdsdys.imaging.crops import cell_crop
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.report import charts
 from mdsdys.report import numbers as dashboard
-from mdsdys.report import provenance
+from mdsdys.report import provenance, shift
 from mdsdys.store.cells import cells_on_patch
 from mdsdys.store.export import (
     all_reads,
@@ -203,6 +203,7 @@ def slide_report_html(db: Database, viewer: User, slide_id: int, source: str = "
     versions = slide_model_versions(db, slide_id)
     sources = provenance.sources_of(provenance.label_sources(db), slide_id)
     title = provenance.source_title(source, sources)
+    model_shift = shift.slide_shift(db, slide_id)
     figures = charts.differential_bar([summary], scheme).to_html(full_html=False, include_plotlyjs=True)
     if summary.dysplasia:
         figures += charts.dysplasia_chart(summary).to_html(full_html=False, include_plotlyjs=False)
@@ -217,6 +218,7 @@ def slide_report_html(db: Database, viewer: User, slide_id: int, source: str = "
         counts=dashboard.differential_table(summary, scheme),
         counted=counting.state_rows(counting.slide_states(db, viewer, slide_id)), explain=counting.EXPLANATION,
         banner_class="model" if sources.model_share(source) > 0 else "human",
+        shift=model_shift,
         figures=Markup(figures),  # plotly's own markup; it escapes the names it embeds as JSON
     )
 
@@ -229,12 +231,15 @@ _REPORT = Environment(autoescape=True).from_string("""<!doctype html><html><head
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 .banner{padding:6px 10px;font-weight:bold;border:2px solid}.banner.model{background:#fff3cd;border-color:#b8860b}
 .banner.human{background:#e8f5e9;border-color:#2e7d32}
+.shift.warning{background:#fdecea;border:2px solid #b71c1c;padding:6px 10px}
 @media print{.noprint{display:none}.banner{position:fixed;top:0;left:0;right:0}body{margin-top:4em}}</style>
 </head><body><div class="banner {{ banner_class }}">Slide {{ summary.case_id }}: {{ title }}</div>
 <h1>Slide {{ summary.case_id }}: {{ title }}</h1>
 <p>Group: {{ summary.group or "-" }}. Label source: {{ source }}. Generated {{ when }} by {{ who }}.</p>
 <p><b>Where the labels come from:</b> {{ sources }}</p>
 <p>Readers and adjudicators: {{ readers }}. Segmenter versions: {{ segmenters }}. Classifier versions: {{ classifiers }}.</p>
+{% if shift %}<p class="{{ 'shift warning' if shift.level == 'warning' else 'shift' }}"><b>Images against the model:</b>
+{{ shift.text() }}</p>{% endif %}
 <h2>WHO numbers</h2><table>{% for key, value in rows.items() %}
 <tr><th>{{ key }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
 <p>Dysplasia is called at 10% of a lineage's cells (WHO 2016), with Wilson 95% intervals; "indeterminate" means the

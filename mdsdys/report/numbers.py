@@ -17,6 +17,7 @@ from mdsdys.errors import MdsdysError, PermissionDeniedError
 from mdsdys.imaging.crops import draw_box
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.report.provenance import LabelSources, source_columns, sources_of
+from mdsdys.report.shift import ModelShift
 from mdsdys.schemes import DIAGNOSTIC_LINEAGES, UNASSESSABLE, LabelScheme
 from mdsdys.stats import MIN_CELLS_TO_ESTIMATE, TOO_FEW, wilson_interval
 from mdsdys.store.cells import cells_on_patch, model_labels
@@ -143,12 +144,13 @@ def dashboard(db: Database, viewer: User, source: str = "final") -> list[SlideSu
 
 
 def summary_table(summaries: list[SlideSummary], sources: Mapping[int, LabelSources] | None = None,
-                  source: str = "final") -> list[dict]:
+                  source: str = "final", shifts: Mapping[int, ModelShift] | None = None) -> list[dict]:
     """Flat rows for a table: one per slide, percentages with their 95% intervals.
 
     Blasts, M:E and megakaryocytes come first so they are visible without scrolling; with `sources`
     each row says how many cells are human-read, settled by consensus and model-only (never
-    "labelled" for the model's).
+    "labelled" for the model's); with `shifts`, whether the slide's images are like the model's
+    training images (issue 13).
     """
     rows = []
     for s in summaries:
@@ -164,6 +166,8 @@ def summary_table(summaries: list[SlideSummary], sources: Mapping[int, LabelSour
             # sequential rule's ("Counting to a decision"), which allows for a look after every cell.
             row[f"{d.lineage[:4]}. call (one look)"] = d.flag
         row["can't assess"] = s.unassessable
+        if shifts is not None:
+            row["images vs model"] = shifts[s.slide_id].column() if s.slide_id in shifts else "no proposals"
         rows.append(row)
     return rows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,22 +86,25 @@ def replace_detected_cells(db: Database, patch_id: int, cells: Sequence[Detected
     return added, len(stale)
 
 
-def save_proposals(db: Database, model_id: int, probs_by_cell: Mapping[int, Mapping[str, float]]) -> int:
-    """Store (replacing) the current proposal of each cell: probabilities, top class and margin."""
-    now = utcnow()
+def save_proposals(db: Database, model_id: int, probs_by_cell: Mapping[int, Mapping[str, float]],
+                   ood_by_cell: Mapping[int, float | None] | None = None) -> int:
+    """Store (replacing) the current proposal of each cell: probabilities, top class, margin and OOD score."""
+    now, ood_by_cell = utcnow(), ood_by_cell or {}
     rows = []
     for cell_id, probs in probs_by_cell.items():
         ranked = sorted(probs.values(), reverse=True)
         margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
         top = max(probs, key=probs.get)
+        ood = ood_by_cell.get(cell_id)
         rows.append((cell_id, model_id, json.dumps({k: round(float(v), 6) for k, v in probs.items()}), top,
-                     float(margin), now))
+                     float(margin), now, None if ood is None or not math.isfinite(ood) else float(ood)))
     with write_transaction(db):
         db.conn.executemany(
-            "INSERT INTO proposals (cell_id, model_id, probs, top_code, margin, created_at, slide_id) "
-            "SELECT ?, ?, ?, ?, ?, ?, slide_id FROM cells WHERE id = ?1 "
+            "INSERT INTO proposals (cell_id, model_id, probs, top_code, margin, created_at, ood, slide_id) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, slide_id FROM cells WHERE id = ?1 "
             "ON CONFLICT (cell_id) DO UPDATE SET model_id = excluded.model_id, probs = excluded.probs, "
-            "top_code = excluded.top_code, margin = excluded.margin, created_at = excluded.created_at", rows,
+            "top_code = excluded.top_code, margin = excluded.margin, created_at = excluded.created_at, "
+            "ood = excluded.ood", rows,
         )
     return len(rows)
 

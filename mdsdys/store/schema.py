@@ -440,3 +440,28 @@ def m010_wsi_scans_positions_sizes(db: Database) -> None:
     """Whole-slide scans, each field's position on its scan, and cell sizes (issue 18)."""
     for statement in _split(_M010_WSI):
         db.execute(statement)
+
+
+_M011_OOD = """
+-- How unlike a model's training images each proposed cell is (issue 13, classify.ood): 1 = the 95th
+-- percentile of the model's own validation cells; NULL for a model trained before the score existed.
+ALTER TABLE proposals ADD COLUMN ood REAL;
+-- Each slide's score against each model that proposed its labels, and whether it was flagged.
+CREATE TABLE slide_ood (
+    slide_id INTEGER NOT NULL REFERENCES slides(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    score REAL,                      -- median of the slide's cell scores; NULL: the model keeps no reference
+    threshold REAL,                  -- the model's calibrated threshold for "high"
+    flagged INTEGER,                 -- 1 above the threshold, 0 below, NULL unknown
+    n_cells INTEGER NOT NULL,
+    scored_at TEXT NOT NULL,
+    PRIMARY KEY (slide_id, model_id)
+);
+"""
+
+
+@migrations()
+def m011_ood_scores(db: Database) -> None:
+    """Out-of-distribution scores with the proposals and per slide and model (issue 13)."""
+    for statement in _split(_M011_OOD):
+        db.execute(statement)

@@ -1,0 +1,88 @@
+"""The out-of-distribution score of issue 13: a slide unlike the model's training images is flagged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdsdys.classify.archs import create_model, embedding_head, list_models
+from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
+from mdsdys.classify.inputs import stack_squares
+from mdsdys.classify.ood import colour_features, score_cells, slide_ood
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.demo import synth
+from mdsdys.imaging.thumbnails import square_resize
+from mdsdys.schemes import scheme_from_folders
+
+SCHEME = scheme_from_folders("syn2", ["EN", "GN"])
+TINY = ClsTrainConfig(epochs=2, batch_size=8, input_size=32, patience=2)
+
+
+def _crops(seed: int, per_class: int) -> list[tuple[np.ndarray, str]]:
+    rng = np.random.default_rng(seed)
+    return [(synth.generate_cell(rng, code, size=48, nucleus_diameter=16)[0], code)
+            for code in ("EN", "GN") for _ in range(per_class)]
+
+
+def shifted(crop: np.ndarray) -> np.ndarray:
+    """A yellow cast and faint stain: what another lab's scanner and staining do to a smear."""
+    x = crop.astype(np.float64)
+    x = 255 - 0.45 * (255 - x)                      # faint stain
+    x *= np.array([1.0, 0.95, 0.7])                 # yellow white point
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _squares(crops: list[np.ndarray], size: int = 32) -> torch.Tensor:
+    return stack_squares([square_resize(c, size) for c in crops])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    samples = [CellSample(crop, code, f"S{k % 4}") for k, (crop, code) in enumerate(_crops(5, 20))]
+    return train_classifier(samples, SCHEME, TINY)
+
+
+def test_the_reference_is_kept_in_the_checkpoint_as_plain_types_and_reloads(trained):
+    reference = trained.checkpoint["ood"]
+    assert json.loads(json.dumps(reference)) == reference
+    assert reference["threshold"] >= 1.0 and reference["n_calibration"] >= 10
+    assert classifier_from_checkpoint(trained.checkpoint).ood == reference
+
+
+def test_a_shifted_slide_scores_high_and_is_flagged_and_an_in_domain_one_is_not(trained):
+    classifier = classifier_from_checkpoint(trained.checkpoint)
+    new_cells = [crop for crop, _ in _crops(11, 15)]   # unseen cells of the same kind
+    in_domain = slide_ood(score_cells(classifier, _squares(new_cells)), classifier.ood)
+    cast = slide_ood(score_cells(classifier, _squares([shifted(c) for c in new_cells])), classifier.ood)
+    assert in_domain.flagged is False and cast.flagged is True
+    assert cast.score > 2 * in_domain.score and cast.n_cells == 30
+
+
+def test_blur_raises_the_colour_part():
+    crops = [crop for crop, _ in _crops(3, 6)]
+    blurred = [np.asarray(square_resize(square_resize(c, 12), 48)) for c in crops]
+    sharp, soft = colour_features(_squares(crops, 48))[:, -1], colour_features(_squares(blurred, 48))[:, -1]
+    assert (soft < sharp).all()
+
+
+def test_a_model_without_a_reference_gives_unknown_never_a_crash(trained):
+    checkpoint = {k: v for k, v in trained.checkpoint.items() if k != "ood"}
+    classifier = classifier_from_checkpoint(checkpoint)
+    scores = score_cells(classifier, _squares([c for c, _ in _crops(2, 2)]))
+    assert np.isnan(scores).all()
+    result = slide_ood(scores, classifier.ood)
+    assert result.flagged is None and result.score is None
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_architecture_exposes_its_embedding(name):
+    net = create_model(name, 3).eval()
+    kept = []
+    handle = embedding_head(net, name).register_forward_pre_hook(lambda m, i: kept.append(i[0]))
+    with torch.no_grad():
+        net(torch.zeros(2, 3, 80, 80) if name == "inception_v3" else torch.zeros(2, 3, 32, 32))
+    handle.remove()
+    assert kept[0].shape[0] == 2 and kept[0].flatten(1).shape[1] == embedding_head(net, name).in_features
