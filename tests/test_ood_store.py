@@ -13,6 +13,7 @@ from mdsdys.classify.classifier import CellSample
 from mdsdys.classify.proposals import propose_labels
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.demo.synth import generate_cell
+from mdsdys.imaging.geometry import single_cell_box
 from mdsdys.ingest.importer import SourceFile, import_cells
 from mdsdys.registry import versions
 from mdsdys.schemes import scheme_from_folders
@@ -34,8 +35,14 @@ def _cells(seed: int, per_class: int) -> list[tuple[np.ndarray, str]]:
 
 @pytest.fixture(scope="module")
 def checkpoint():
-    samples = [CellSample(crop, code, f"S{k % 4}") for k, (crop, code) in enumerate(_cells(5, 20))]
+    samples = [CellSample(_as_imported(crop), code, f"S{k % 4}") for k, (crop, code) in enumerate(_cells(5, 20))]
     return train_classifier(samples, SCHEME, TINY).checkpoint
+
+
+def _as_imported(crop: np.ndarray) -> np.ndarray:
+    """The cell as import cuts it: around its nucleus (issue 13), so training and the slides share one geometry."""
+    x, y, w, h = single_cell_box(crop)
+    return crop[y:y + h, x:x + w]
 
 
 def _png(array: np.ndarray) -> bytes:
