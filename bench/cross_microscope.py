@@ -16,8 +16,8 @@ In one run, on 2 CPU cores:
 3. The k-curve: k = 10, 25, 50, 100 labelled BCCD cells (a fixed, nested, stratified pool) are
    imported as slide BCCD and the classifier is retrained from the store by the worker's function;
    each model is scored on the BCCD cells outside the pool (k = 0 is the base model on those cells).
-4. The out-of-distribution score's AUROC between held-out PBC cells and BCCD cells (when
-   mdsdys.classify.ood exists).
+4. The out-of-distribution score's AUROC between held-out PBC cells and BCCD cells, and whether
+   each folder, taken as one slide, is flagged.
 5. The segmenter on stain- and scale-shifted fields beside Otsu (bench/segmenter_shifts.py, when present).
 
 --quick trains 3 epochs on 40 cells per class, to check the script; its figures are not the benchmark.
@@ -32,7 +32,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/classifier.py
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import json
 import logging
 import sys
@@ -50,8 +49,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from classifier import heldout_split, machine  # noqa: E402  (bench/classifier.py)
 
 from mdsdys import stats  # noqa: E402
-from mdsdys.classify.classifier import load_classifier  # noqa: E402
-from mdsdys.classify.evaluate import evaluate_classifier  # noqa: E402
+from mdsdys.classify.classifier import load_classifier, slide_colour  # noqa: E402
+from mdsdys.classify.evaluate import evaluate_classifier, folder_squares  # noqa: E402
+from mdsdys.classify.ood import score_cells, slide_ood  # noqa: E402
 from mdsdys.classify.train import ClsTrainConfig  # noqa: E402
 from mdsdys.config import Settings  # noqa: E402
 from mdsdys.imaging.geometry import mask_cell_box  # noqa: E402
@@ -148,17 +148,18 @@ def train_timed(settings: Settings, config: ClsTrainConfig):
 
 
 def ood_auroc(classifier, pbc_folder: Path, bccd_folder: Path) -> dict | None:
-    """AUROC of the per-cell OOD score, held-out PBC (negative) against BCCD (positive); None without the module."""
-    if importlib.util.find_spec("mdsdys.classify.ood") is None:
-        return None
-    from mdsdys.classify import ood
-    scores = {}
+    """AUROC of the per-cell OOD score, held-out PBC (negative) against BCCD (positive), and each folder's verdict."""
+    scores, flagged = {}, {}
     for name, folder in (("pbc", pbc_folder), ("bccd", bccd_folder)):
-        scores[name] = ood.score_folder(classifier, folder)
+        squares, _, _ = folder_squares(classifier, folder)
+        colour = slide_colour(classifier, squares)  # each folder is one slide, as eval-classifier takes it
+        scores[name] = score_cells(classifier, squares, colour=colour)
+        flagged[name] = slide_ood(scores[name], classifier.ood).flagged
     y = np.r_[np.zeros(len(scores["pbc"])), np.ones(len(scores["bccd"]))]
     s = np.r_[scores["pbc"], scores["bccd"]]
     return {"auroc": stats.roc_auc(y.astype(bool), s), "pbc_median": float(np.median(scores["pbc"])),
-            "bccd_median": float(np.median(scores["bccd"]))}
+            "bccd_median": float(np.median(scores["bccd"])), "threshold": classifier.ood["threshold"],
+            "pbc_flagged": flagged["pbc"], "bccd_flagged": flagged["bccd"]}
 
 
 def segmenter_part(quick: bool) -> dict | None:
@@ -166,7 +167,13 @@ def segmenter_part(quick: bool) -> dict | None:
     if not (REPO / "bench" / "segmenter_shifts.py").exists():
         return None
     import segmenter_shifts
-    return segmenter_shifts.run_default(quick=quick)
+    from segmenter import split  # bench/segmenter.py: the held-out fields of the starter's model card
+
+    from mdsdys.segment.evaluate import load_mask_pairs
+    from mdsdys.segment.segmenter import load_segmenter
+    from mdsdys.segment.starter import STARTER_DIR
+    _, test = split(load_mask_pairs(BCCD))
+    return segmenter_shifts.run(load_segmenter(STARTER_DIR / "segmenter.pt"), test, limit=5 if quick else None)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -242,11 +249,9 @@ def report(out: dict) -> str:
     lines += [f"| {row['k']} | {_f(row['accuracy'])} | {_f(row['macro_f1_present'])} | {row['train_s']:.0f} |"
               for row in out["k_curve"]]
     ood = out.get("ood")
-    lines += ["", f"OOD AUROC, held-out PBC vs BCCD: {_f(ood['auroc']) if ood else 'not built'} "
-                  f"(goal >= {GOALS['ood_auroc']})"]
-    if out.get("segmenter"):
-        import segmenter_shifts
-        lines += ["", segmenter_shifts.table(out["segmenter"])]
+    lines += ["", f"OOD AUROC per cell, held-out PBC vs BCCD: {_f(ood['auroc'])} (goal >= {GOALS['ood_auroc']}); "
+                  f"slide score (median) PBC {ood['pbc_median']:.2f}, BCCD {ood['bccd_median']:.2f}, threshold "
+                  f"{ood['threshold']:.2f}: PBC flagged {ood['pbc_flagged']}, BCCD flagged {ood['bccd_flagged']}"]
     return "\n".join(lines)
 
 
@@ -261,6 +266,10 @@ def main() -> int:
         return 0
     out = run(args)
     print(report(out))
+    if out.get("segmenter"):
+        import segmenter_shifts
+        print("\nStarter segmenter on shifted held-out BCCD fields, beside two-level Otsu:")
+        segmenter_shifts.print_table(out["segmenter"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(stats.jsonable(out), indent=2))

@@ -13,6 +13,7 @@ import torch
 from mdsdys import stats
 from mdsdys.classify.classifier import Classifier, predict_squares, slide_colour
 from mdsdys.classify.inputs import stack_squares
+from mdsdys.classify.ood import score_cells, slide_ood
 from mdsdys.errors import ImportProblemError, SchemeError
 from mdsdys.imaging.decode import IMAGE_SUFFIXES
 from mdsdys.imaging.thumbnails import image_square
@@ -39,15 +40,13 @@ def labelled_files(folder: Path, classifier: Classifier) -> list[tuple[Path, int
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")]
 
 
-def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 256) -> dict[str, Any]:
-    """macro_f1, accuracy, confusion, Table 3 per_class, calibration and ROC points on a folder of class folders.
+def folder_squares(classifier: Classifier, folder: Path) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """((N, 3, S, S) uint8 squares, (N,) class indices, skipped files) of a folder of class folders.
 
-    Each image is cut around its nucleus, as import cuts it, whatever its size (a 120 px crop or a
-    360 px field around one cell). The folder is one slide: its colour is fitted on all its images.
+    Each image is cut around its nucleus, as import cuts it; unreadable files are skipped and named.
     """
-    files = labelled_files(folder, classifier)
     truth, squares, skipped = [], [], []
-    for path, label in files:
+    for path, label in labelled_files(folder, classifier):
         try:
             squares.append(image_square(path.read_bytes(), classifier.input_size))
             truth.append(label)
@@ -56,13 +55,23 @@ def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 
             skipped.append(str(path))
     if not truth:
         raise ImportProblemError(f"No readable images under the class folders of {folder}.")
-    batch = stack_squares(squares)
+    return stack_squares(squares), np.array(truth), skipped
+
+
+def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 256) -> dict[str, Any]:
+    """macro_f1, accuracy, confusion, Table 3 per_class, calibration and ROC points on a folder of class folders.
+
+    Each image is cut around its nucleus, as import cuts it, whatever its size (a 120 px crop or a
+    360 px field around one cell). The folder is one slide: its colour is fitted on all its images.
+    """
+    batch, y, skipped = folder_squares(classifier, folder)
     colour = slide_colour(classifier, batch)
     proba = np.concatenate([predict_squares(classifier, chunk, batch_size, colour)
                             for chunk in torch.split(batch, batch_size)])
-    y = np.array(truth)
+    shift = slide_ood(score_cells(classifier, batch, batch_size, colour), classifier.ood)
     report = stats.classification_report(y, proba, classifier.codes)
     report |= {"model": classifier.version, "folder": str(folder), "skipped": skipped,
+               "ood": {"score": shift.score, "threshold": shift.threshold, "flagged": shift.flagged},
                "reliability": stats.reliability_bins(y, proba), "roc": stats.roc_points(y, proba, classifier.codes)}
     return stats.jsonable(report)
 

@@ -1,0 +1,153 @@
+"""One cell geometry and microscope-independent colour for every way into the classifier (issue 13)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mdsdys.classify.classifier import CellSample, predict_proba
+from mdsdys.classify.evaluate import evaluate_classifier
+from mdsdys.classify.inputs import normalise_colour, stack_squares
+from mdsdys.classify.train import ClsTrainConfig, train_classifier
+from mdsdys.demo import synth
+from mdsdys.imaging.geometry import cell_box, find_nucleus, mask_cell_box, single_cell_box
+from mdsdys.imaging.stain import REFERENCE, fit_stain, normalise_squares
+from mdsdys.imaging.thumbnails import image_square
+from mdsdys.schemes import scheme_from_folders
+
+SCHEME = scheme_from_folders("syn2", ["EN", "GN"])
+
+
+def _cell(seed: int = 3, code: str = "GN", size: int = 96, diameter: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = synth.generate_cell(np.random.default_rng(seed), code, size=size, nucleus_diameter=diameter)
+    return image, mask
+
+
+def _yellow_and_faint(image: np.ndarray) -> np.ndarray:
+    """Another microscope: a warm lamp (less blue) and a paler stain (densities halved)."""
+    od = -np.log((image.astype(np.float64) + 1) / 256) * 0.5
+    rgb = 256 * np.exp(-od) * np.array([1.0, 0.95, 0.7])
+    return np.clip(rgb - 1, 0, 255).astype(np.uint8)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_nucleus_found_in_a_single_cell_image_matches_its_mask():
+    image, mask = _cell()
+    found = find_nucleus(image)
+    assert found is not None
+    truth = mask > 0
+    dice = 2 * np.sum(found.mask & truth) / (found.mask.sum() + truth.sum())
+    assert dice > 0.8
+
+
+def test_the_same_cell_is_cut_to_the_same_content_whatever_the_image_size_around_it():
+    image, _ = _cell(size=96)
+    wide = np.pad(image, ((80, 80), (60, 60), (0, 0)), mode="edge")  # a 360 px field around the same cell
+    small = np.asarray(Image.fromarray(image).resize((60, 60), Image.Resampling.BILINEAR))  # lower magnification
+    squares = [image_square(_png(view), 32).astype(np.float64) for view in (image, wide, small)]
+    # Same cell, nearly the same crop (the nucleus is found at a coarser working scale in the wide
+    # field: its box is ~8% larger), though the field grew 3.75x; and at 0.6x the magnification.
+    assert np.abs(squares[0] - squares[1]).mean() < 10
+    assert np.abs(squares[0] - squares[2]).mean() < 10
+    whole = np.asarray(Image.fromarray(wide).resize((32, 32), Image.Resampling.BILINEAR)).astype(np.float64)
+    assert np.abs(squares[0] - whole).mean() > 3 * np.abs(squares[0] - squares[1]).mean()  # the old whole-image cut
+
+
+def test_the_cell_box_is_the_nucleus_box_grown_by_half_a_diameter():
+    assert cell_box((40, 50, 20, 30), 20.0, (200, 200)) == (25, 40, 50, 50)
+    mask = np.zeros((100, 100), np.uint8)
+    mask[40:60, 40:60] = 255
+    x, y, w, h = mask_cell_box(mask)
+    assert w == h and 20 + 2 * 10 <= w <= 20 + 2 * 12 and x + w / 2 == pytest.approx(50, abs=1)
+    assert mask_cell_box(np.zeros((10, 10))) is None
+
+
+def test_an_image_with_no_stain_is_used_whole():
+    blank = np.full((50, 70, 3), 240, np.uint8)
+    assert find_nucleus(blank) is None and single_cell_box(blank) == (0, 0, 70, 50)
+
+
+def test_stain_normalisation_brings_another_microscope_back_to_the_reference():
+    cells = np.stack([_cell(seed)[0] for seed in range(12)])
+    shifted = np.stack([_yellow_and_faint(c) for c in cells])
+    here = normalise_squares(cells, fit_stain(cells))
+    there = normalise_squares(shifted, fit_stain(shifted))
+    before = np.abs(cells.astype(float) - shifted.astype(float)).mean()
+    after = np.abs(here.astype(float) - there.astype(float)).mean()
+    assert after < 0.35 * before
+    # the glass is white after the white balance, whatever the lamp
+    assert np.percentile(there.reshape(-1, 3), 99, axis=0).min() >= 245
+
+
+def test_a_slide_fit_keeps_the_colour_differences_between_its_cells():
+    cells = np.stack([_cell(seed, code)[0] for seed in range(6) for code in ("EN", "GN")])
+    fit = fit_stain(cells)
+    together = normalise_squares(cells, fit)
+    alone = np.stack([normalise_squares(c[None])[0] for c in cells])
+    spread = lambda batch: batch.reshape(len(batch), -1, 3).mean(axis=1).std(axis=0).sum()  # noqa: E731
+    assert spread(together) > 0.5 * spread(cells)  # one mapping for the slide: cells stay distinct
+    assert fit.fitted and alone.shape == cells.shape
+
+
+def test_too_little_stain_to_fit_falls_back_to_the_reference_directions():
+    pale = np.full((2, 16, 16, 3), 250, np.uint8)
+    fit = fit_stain(pale)
+    assert not fit.fitted and fit.stains == REFERENCE.stains
+    assert normalise_squares(pale, fit).shape == pale.shape
+
+
+def test_a_model_without_a_reference_reads_raw_colour():
+    squares = stack_squares([_cell(seed)[0][:32, :32] for seed in range(3)])
+    assert torch_equal(normalise_colour(squares, None), squares)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(1)
+    samples = []
+    for k in range(24):
+        code = ("EN", "GN")[k % 2]
+        image, _ = synth.generate_cell(rng, code, size=48, nucleus_diameter=16)
+        x, y, w, h = single_cell_box(image)
+        samples.append(CellSample(image[y:y + h, x:x + w], code, f"S{k % 3}"))
+    config = ClsTrainConfig(input_size=32, epochs=2, batch_size=8, patience=2)
+    return train_classifier(samples, SCHEME, config)
+
+
+def test_the_checkpoint_keeps_the_geometry_and_colour_rules(trained):
+    checkpoint = trained.checkpoint
+    assert checkpoint["geometry"]["margin"] == 0.5 and "nucleus" in checkpoint["geometry"]["rule"]
+    assert checkpoint["colour"]["reference"] == REFERENCE.to_dict()
+    assert set(checkpoint["colour"]["slides"]) == {"S0", "S1", "S2"}
+    assert trained.classifier.stain_reference == REFERENCE
+
+
+def test_a_colour_cast_changes_the_proposals_little(trained):
+    crops = [_cell(seed, code, size=48, diameter=16)[0] for seed in range(8) for code in ("EN", "GN")]
+    plain = predict_proba(trained.classifier, crops)
+    cast = predict_proba(trained.classifier, [_yellow_and_faint(c) for c in crops])
+    assert np.abs(plain - cast).mean() < 0.15
+
+
+def test_eval_classifier_scores_images_of_any_size(trained, tmp_path):
+    rng = np.random.default_rng(9)
+    for k in range(8):
+        code = ("EN", "GN")[k % 2]
+        image, _ = synth.generate_cell(rng, code, size=(48, 120, 360)[k % 3], nucleus_diameter=16 * (1 + k % 3))
+        (tmp_path / code).mkdir(exist_ok=True)
+        (tmp_path / code / f"c{k}.png").write_bytes(_png(image))
+    (tmp_path / "EN" / "broken.png").write_bytes(b"not an image")
+    result = evaluate_classifier(trained.classifier, tmp_path)
+    assert result["n"] == 8 and len(result["skipped"]) == 1
