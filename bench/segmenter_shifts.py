@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/segmenter.py: b
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -95,7 +96,6 @@ def single_cells(pairs: list[Pair], nucleus: float, rng: np.random.Generator) ->
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected nucleus components of a 255 mask."""
-    from scipy import ndimage
     return ndimage.label(mask > 127)
 
 
