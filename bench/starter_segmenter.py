@@ -31,12 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.segmenter import DATA, machine, split  # noqa: E402  the same fixed 80/20 split
-from mdsdys.segment.segmenter import (  # noqa: E402
-    evaluate_otsu,
-    evaluate_segmenter,
-    load_mask_pairs,
-    segmenter_from_checkpoint,
-)
+from mdsdys.segment.evaluate import evaluate_otsu, evaluate_segmenter, load_mask_pairs  # noqa: E402
+from mdsdys.segment.segmenter import segmenter_from_checkpoint  # noqa: E402
 from mdsdys.segment.starter import STARTER_DIR, STARTER_VERSION  # noqa: E402
 from mdsdys.segment.train import MaskSample, SegTrainConfig, train_segmenter  # noqa: E402
 
@@ -76,6 +72,9 @@ def run(args: argparse.Namespace) -> dict:
            "held_out": {"starter (scale estimated)": evaluate_segmenter(model, test),
                         "starter (scale known)": evaluate_segmenter(model, test, diameter),
                         "otsu (scale known)": evaluate_otsu(test, diameter)}}
+    if not args.quick:  # the same shifts bench/cross_microscope.py reports (bench/segmenter_shifts.py)
+        from bench.segmenter_shifts import run as run_shifts
+        out["shifts"] = run_shifts(model, test)["shifts"]
     checkpoint["metrics"] = result.metrics | {"held_out_dice": out["held_out"]["starter (scale estimated)"]["dice"]}
     target = Path(args.out)
     target.mkdir(parents=True, exist_ok=True)
@@ -121,6 +120,7 @@ def model_card(out: dict) -> str:
         f"## Held-out BCCD fields (n = {d['held_out']})", *rows, "",
         "Pixel Dice over all held-out fields; objects match at IoU >= 0.5. Otsu is given the true nucleus "
         "diameter for its post-processing, which can only flatter it; the starter estimates each field's scale.",
+        *shift_rows(out.get("shifts", {})),
         "", "## Limits",
         "- Trained on peripheral blood from one microscope and camera. Marrow smears are denser and their nuclei "
         "vary more; check the first slide's boxes on the Annotate page, correct a few fields and train the "
@@ -128,6 +128,17 @@ def model_card(out: dict) -> str:
         "- Megakaryocytes and clumped erythroid precursors never appear in BCCD.", "",
         "## Reproduce", "    nice -n 10 python bench/starter_segmenter.py --json test-output/starter.json", "",
     ])
+
+
+def shift_rows(shifts: dict) -> list[str]:
+    """The model card's shift table (bench/segmenter_shifts.py), empty when it was not run."""
+    if not shifts:
+        return []
+    rows = ["", "## Shifted held-out fields (bench/segmenter_shifts.py)",
+            "| shift | image px | true diam. px | est. diam. px | starter Dice | Otsu Dice (scale known) |",
+            "|---|---|---|---|---|---|"]
+    return rows + [f"| {name} | {r['image_px']} | {r['true_diameter']:.0f} | {r['estimated_diameter']:.0f} | "
+                   f"{r['model_dice']:.3f} | {r['otsu_dice']:.3f} |" for name, r in shifts.items()]
 
 
 def main() -> int:
