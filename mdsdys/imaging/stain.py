@@ -5,9 +5,10 @@ glass (the brightest pixels of its cells' images become white, so a yellow lamp 
 cast goes), then Macenko's optical-density stain normalisation (Macenko et al. 2009): the slide's two
 stain directions are found in optical density, each pixel is unmixed into the two stains, their
 densities are scaled so the slide's darkest stain matches the reference's, and the pixel is remixed
-with the reference's stain colours. In a Romanowsky stain the two directions are the azure/methylene
-blue of nuclei and the eosin of red cells and granules; a pale, a dark, a bluer or a pinker stain then
-all reach the model as the reference stain.
+with the reference's stain colours; what the two stains do not explain is kept, so the mapping loses
+nothing. In a Romanowsky stain the two extreme directions are the azure/methylene blue of nuclei and
+the eosin-orange of red cells and granules; a pale, a dark, a bluer or a pinker stain then all reach
+the model as the reference stain.
 
 A fit is per slide: all the slide's cells share one mapping, so colour differences between its
 cells (an eosinophil's orange granules, a basophil's dark ones) survive. With too few stained pixels
@@ -48,7 +49,7 @@ class StainFit:
     """A slide's white point and stains: what `normalise_squares` maps to the reference."""
 
     white: tuple[float, float, float]  # per-channel glass intensity, 1..256
-    stains: tuple[tuple[float, float, float], tuple[float, float, float]]  # unit OD vectors: nucleus, eosin
+    stains: tuple[tuple[float, float, float], tuple[float, float, float]]  # unit OD vectors: nucleus, then eosin-orange
     max_density: tuple[float, float]  # 99th percentile density of each stain
     fitted: bool = True  # False: too few stained pixels; the reference's stain directions were kept
 
@@ -65,9 +66,9 @@ class StainFit:
                    tuple(float(x) for x in data["max_density"]), bool(data.get("fitted", True)))  # type: ignore[arg-type]
 
 
-# The reference stain: Macenko's fit on the 3,200 PBC cells of ../shared/data/pbc (CellaVision DM96,
-# May-Grünwald-Giemsa), cut by the nucleus rule at 64 px, after white balance (bench/cross_microscope.py
-# --fit-reference prints it). Every classifier checkpoint stores the reference it was trained with.
+# The reference stain: fit_stain on the 3,200 PBC cells of ../shared/data/pbc (CellaVision DM96,
+# May-Grünwald-Giemsa), cut by the nucleus rule at 64 px, with the white point set to pure white.
+# Every classifier checkpoint stores the reference it was trained with.
 REFERENCE = StainFit(white=(255.0, 255.0, 255.0),
                      stains=((0.5310, 0.8432, 0.0840), (0.0759, 0.1155, 0.9904)),
                      max_density=(2.6162, 0.4599))
