@@ -141,15 +141,17 @@ def training_samples(db: Database, scheme_name: str, size: int | None = None) ->
     return samples
 
 
-def slide_colour_fit(db: Database, classifier: Classifier, slide_id: int) -> StainFit | None:
+def slide_colour_fit(db: Database, classifier: Classifier, slide_id: int,
+                     cells: Sequence[Cell] | None = None) -> StainFit | None:
     """The colour fit of a slide for this model (issue 13): on up to SLIDE_FIT_CELLS of its cells, evenly spread.
 
     None for a model that reads raw colour. All the slide's cells, unread or not, share it, so a
-    slide's proposals do not depend on which of its cells were asked for.
+    slide's proposals do not depend on which of its cells were asked for. `cells`: all of them, when
+    the caller has them already.
     """
     if classifier.stain_reference is None:
         return None
-    cells = sorted(list_cells(db, slide_id), key=lambda c: (c.patch_id, c.id))
+    cells = sorted(list_cells(db, slide_id) if cells is None else cells, key=lambda c: (c.patch_id, c.id))
     picks = cells[::max(1, len(cells) // SLIDE_FIT_CELLS)][:SLIDE_FIT_CELLS]
     refs = [CellRef(c.id, c.patch_id, c.box) for c in picks]
     if not refs:
@@ -196,7 +198,7 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
     refs = [CellRef(c.id, c.patch_id, c.box) for c in cells]
     chunks = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
     size, done = classifier.input_size, 0
-    colour = slide_colour_fit(db, classifier, slide_id)
+    colour = slide_colour_fit(db, classifier, slide_id, None if unread_only else cells)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Store reads stay on this thread; the helper decodes the next chunk while this one runs.
         pending = pool.submit(_decode_batch, cell_sources(db, chunks[0], size), size) if chunks else None

@@ -34,7 +34,7 @@ from mdsdys.imaging.crops import cell_crop
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.imaging.stain import StainFit
 from mdsdys.review.reads import load_cell_view
-from mdsdys.store.cells import list_cells
+from mdsdys.store.cells import count_cells, list_cells
 from mdsdys.store.models import active_model
 from mdsdys.store.patches import Cell, get_patch_image
 from mdsdys.store.users import User
@@ -106,7 +106,7 @@ def cell_grad_cam(db: Database, viewer: User, cell_id: int, code: str | None = N
 
 def _slide_colour(db: Database, classifier: Classifier, slide_id: int) -> StainFit | None:
     """The slide's colour fit for this model, as its proposals were made with; kept until its cells change."""
-    key = (classifier.version, slide_id, len(list_cells(db, slide_id)))
+    key = (classifier.version, slide_id, count_cells(db, slide_id))
     if key not in _slide_colours:
         _slide_colours[key] = slide_colour_fit(db, classifier, slide_id)
     return _slide_colours[key]

@@ -52,6 +52,11 @@ def list_cells(db: Database, slide_id: int, unread_only: bool = False) -> list[C
     return [_cell(r) for r in rows.fetchall()]
 
 
+def count_cells(db: Database, slide_id: int) -> int:
+    """How many cells a slide has (an index count, not a listing)."""
+    return int(db.execute("SELECT COUNT(*) FROM cells WHERE slide_id = ?", [slide_id]).fetchone()[0])
+
+
 def replace_detected_cells(db: Database, patch_id: int, cells: Sequence[DetectedCell],
                            model_id: int | None) -> tuple[int, int]:
     """Swap a patch's unread detected cells for a new detection; returns (added, removed).

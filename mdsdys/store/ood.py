@@ -67,12 +67,8 @@ def slide_ood_record(db: Database, slide_id: int, model_id: int | None = None) -
 def slides_ood(db: Database) -> dict[int, SlideOODRecord]:
     """Each slide's record for the model behind most of its current proposals (the Dashboard's column)."""
     rows = db.execute(
-        "SELECT slide_id, model_id FROM (SELECT slide_id, model_id, ROW_NUMBER() OVER (PARTITION BY slide_id "
-        "ORDER BY COUNT(*) DESC, MAX(created_at) DESC) AS k FROM proposals GROUP BY slide_id, model_id) WHERE k = 1"
+        f"{_SELECT} JOIN (SELECT slide_id, model_id, ROW_NUMBER() OVER (PARTITION BY slide_id "
+        "ORDER BY COUNT(*) DESC, MAX(created_at) DESC) AS k FROM proposals GROUP BY slide_id, model_id) p "
+        "ON p.slide_id = o.slide_id AND p.model_id = o.model_id WHERE p.k = 1"
     ).fetchall()
-    out = {}
-    for slide_id, model_id in rows:
-        row = db.execute(f"{_SELECT} WHERE o.slide_id = ? AND o.model_id = ?", [slide_id, model_id]).fetchone()
-        if row:
-            out[slide_id] = _record(row)
-    return out
+    return {row[0]: _record(row) for row in rows}
