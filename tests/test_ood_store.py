@@ -33,10 +33,15 @@ def _cells(seed: int, per_class: int) -> list[tuple[np.ndarray, str]]:
     return [(generate_cell(rng, code, 48, 16)[0], code) for code in ("EN", "GN") for _ in range(per_class)]
 
 
-@pytest.fixture(scope="module")
-def checkpoint():
+def trained_checkpoint() -> dict:
+    """A tiny classifier trained on generated cells cut as import cuts them; the browser test shares it."""
     samples = [CellSample(_as_imported(crop), code, f"S{k % 4}") for k, (crop, code) in enumerate(_cells(5, 20))]
     return train_classifier(samples, SCHEME, TINY).checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return trained_checkpoint()
 
 
 def _as_imported(crop: np.ndarray) -> np.ndarray:

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mdsdys.accounts import auth
-from mdsdys.classify.classifier import CellSample
 from mdsdys.classify.proposals import propose_labels
-from mdsdys.classify.train import train_classifier
 from mdsdys.demo.study import DEMO_ACCOUNTS
 from mdsdys.registry import versions
 from mdsdys.report.shift import CALM, WARNING
@@ -36,11 +34,10 @@ PLAIN, CAST = "PLAIN-1", "CAST-1"
 @pytest.fixture(scope="module")
 def ood_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Its own store and server: demo accounts, a model, and proposals for a plain and a cast slide."""
-    from tests.test_ood_store import SCHEME, TINY, _cells, _import  # the store test's generated cells
+    from tests.test_ood_store import _import, trained_checkpoint  # the store test's generated cells and model
 
     home = tmp_path_factory.mktemp("ood-home")
-    checkpoint = train_classifier([CellSample(crop, code, f"S{k % 4}") for k, (crop, code) in enumerate(_cells(5, 20))],
-                                  SCHEME, TINY).checkpoint
+    checkpoint = trained_checkpoint()
     with connect(home / "labels.db") as db:
         for name, password, role in DEMO_ACCOUNTS:
             auth.create_user(db, name, password, role)
