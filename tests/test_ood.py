@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mdsdys.classify.archs import create_model, embedding_head, list_models
-from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
+from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint, predict_squares, slide_colour
 from mdsdys.classify.inputs import stack_squares
-from mdsdys.classify.ood import colour_features, score_cells, slide_ood
+from mdsdys.classify.ood import colour_features, predict_and_score, score_cells, slide_ood
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.demo import synth
 from mdsdys.imaging.thumbnails import square_resize
@@ -59,6 +59,18 @@ def test_a_shifted_slide_scores_high_and_is_flagged_and_an_in_domain_one_is_not(
     cast = slide_ood(score_cells(classifier, _squares([shifted(c) for c in new_cells])), classifier.ood)
     assert in_domain.flagged is False and cast.flagged is True
     assert cast.score > 2 * in_domain.score and cast.n_cells == 30
+
+
+def test_one_pass_gives_the_proposals_and_the_scores_of_two(trained):
+    classifier = classifier_from_checkpoint(trained.checkpoint)
+    squares = _squares([shifted(c) for c, _ in _crops(7, 5)])
+    colour = slide_colour(classifier, squares)
+    probs, scores = predict_and_score(classifier, squares, batch_size=4, colour=colour)
+    assert np.allclose(probs, predict_squares(classifier, squares, colour=colour), atol=1e-5)
+    assert np.allclose(scores, score_cells(classifier, squares, colour=colour), rtol=1e-5)
+    without = classifier_from_checkpoint({k: v for k, v in trained.checkpoint.items() if k != "ood"})
+    probs, scores = predict_and_score(without, squares, colour=colour)
+    assert probs.shape == (10, 2) and np.isnan(scores).all()
 
 
 def test_blur_raises_the_colour_part():

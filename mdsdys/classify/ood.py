@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mdsdys.classify.archs import embedding_head
-from mdsdys.classify.classifier import Classifier, forward_logits
+from mdsdys.classify.classifier import Classifier, calibrated, forward_logits
 from mdsdys.classify.inputs import normalise_colour
 from mdsdys.imaging.stain import StainFit
 
@@ -204,6 +204,25 @@ def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int =
     inputs = normalise_colour(squares, classifier.stain_reference, colour)
     distances = _distances(reference, colour_features(squares), embeddings(classifier, inputs, batch_size))
     return distances / reference["cell_scale"]
+
+
+def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
+                      colour: StainFit | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """((N, C) calibrated probabilities, (N,) OOD scores) of one slide's raw squares, in one pass through the network.
+
+    What predict_squares and score_cells give, with the colour normalised once and each cell read
+    once: the proposals' hot path (propose_labels).
+    """
+    inputs = normalise_colour(squares, classifier.stain_reference, colour)
+    reference = classifier.ood
+    if not reference or len(squares) == 0:
+        logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size)
+        return calibrated(logits, classifier.temperature).astype(np.float32), np.full(len(squares), np.nan)
+    with _capture_embeddings(classifier) as kept:
+        logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size)
+    features = torch.cat(kept).flatten(1).double().numpy()
+    scores = _distances(reference, colour_features(squares), features) / reference["cell_scale"]
+    return calibrated(logits, classifier.temperature).astype(np.float32), scores
 
 
 def slide_ood(scores: Sequence[float] | np.ndarray, reference: dict[str, Any] | None) -> SlideOOD:

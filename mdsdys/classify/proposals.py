@@ -17,11 +17,10 @@ from mdsdys.classify.classifier import (
     Classifier,
     check_scheme,
     load_classifier,
-    predict_squares,
     slide_colour,
 )
 from mdsdys.classify.inputs import SLIDE_FIT_CELLS, stack_squares
-from mdsdys.classify.ood import SlideOOD, score_cells, slide_ood
+from mdsdys.classify.ood import SlideOOD, predict_and_score, slide_ood
 from mdsdys.errors import NoCellsError, NotFoundError
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.imaging.stain import StainFit
@@ -206,8 +205,7 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
             ids, squares = pending.result()
             if k + 1 < len(chunks):
                 pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
-            probs = predict_squares(classifier, squares, batch_size, colour)  # (B, C)
-            ood = score_cells(classifier, squares, batch_size, colour)        # (B,), NaN: no reference
+            probs, ood = predict_and_score(classifier, squares, batch_size, colour)  # (B, C), (B,) NaN: no reference
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
                                                    for cid, p in zip(ids, probs)}, dict(zip(ids, ood.tolist())))
             if progress is not None:
