@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,11 @@ class ClsTrainConfig:
     # Loss weight of class c is (n_max / n_c) ** power: 0.5 lifts a 2.4% class (MD in the paper)
     # about 4x against the largest, without the false alarms full inverse weighting brings.
     class_weight_power: float = 0.5
+    # Each epoch draws its training cells so that a slide's cells are drawn (n_largest / n_slide) ** power
+    # times as often as the largest slide's: a lab's first labelled cells from its own microscope are
+    # not drowned by thousands imported from another (issue 13: chosen by the k-curve of
+    # bench/cross_microscope.py, README). 0 draws every cell once per epoch.
+    slide_balance_power: float = 0.5
     val_fraction: float = 0.1        # the paper's 80/10/10
     test_fraction: float = 0.1
     # Epochs without a better validation macro-F1 before stopping; counted only once the one-cycle
@@ -108,7 +114,7 @@ def paper_config(**overrides: Any) -> ClsTrainConfig:
     """
     settings = {"arch": "inception_v3", "input_size": 75, "optimizer": "adam", "lr": 1e-4, "schedule": "constant",
                 "batch_size": 32, "epochs": 200, "weight_decay": 0.0, "label_smoothing": 0.0,
-                "class_weight_power": 0.0, "patience": 200, "augment": NO_AUGMENT,
+                "class_weight_power": 0.0, "slide_balance_power": 0.0, "patience": 200, "augment": NO_AUGMENT,
                 "stain_normalise": False} | overrides
     return ClsTrainConfig(**settings)
 
@@ -216,6 +222,16 @@ def _class_weights(y_train: np.ndarray, n_classes: int, power: float) -> torch.T
     return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
 
 
+def slide_draw(groups: Sequence[str], power: float) -> torch.Tensor | None:
+    """Per training cell, its chance of being drawn when slides are balanced by `power`; None if all are equal."""
+    counts = Counter(groups)
+    if power == 0 or len(counts) < 2:
+        return None
+    largest = max(counts.values())
+    weights = torch.tensor([(largest / counts[g]) ** power for g in groups], dtype=torch.float64)
+    return weights / weights.sum()
+
+
 def _optimizer(net: nn.Module, config: ClsTrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -265,6 +281,7 @@ class _Run:
     normalizer: Normalizer
     device: torch.device
     config: ClsTrainConfig
+    draw: torch.Tensor | None = None  # per training cell, its chance of being drawn; None: each once per epoch
 
 
 def _train_epoch(run: _Run, train: torch.Tensor, optimizer, scheduler, weights: torch.Tensor,
@@ -272,7 +289,10 @@ def _train_epoch(run: _Run, train: torch.Tensor, optimizer, scheduler, weights: 
     """One pass over the training cells; `generators` draw the order (same on every rank) and the augmentation."""
     order_gen, augment_gen = generators
     run.model.train()
-    order = train[torch.randperm(train.numel(), generator=order_gen)]
+    if run.draw is None:
+        order = train[torch.randperm(train.numel(), generator=order_gen)]
+    else:
+        order = train[torch.multinomial(run.draw, train.numel(), replacement=True, generator=order_gen)]
     total, seen = 0.0, 0
     for batch in _batches(order, run.config.batch_size, run.world):
         if should_stop is not None and compute.agree(should_stop(), run.world):
@@ -411,7 +431,8 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     torch.manual_seed(config.seed)
     net = create_model(config.arch, len(scheme.codes)).to(device, memory_format=memory_format(device))
     run = _Run(net, compute.wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device),
-               normalizer, device, config)
+               normalizer, device, config,
+               slide_draw([samples[int(i)].group for i in split.train], config.slide_balance_power))
     log.info("training %s on %s cells (%s split) on %s%s", config.arch, len(samples), split.kind, device,
              f", rank {world.rank} of {world.size}" if world.distributed else "")
     start = time.monotonic()
@@ -457,7 +478,7 @@ def _colour_record(reference: StainFit | None, colours: dict[str, StainFit]) -> 
     """What the checkpoint keeps of the colour normalisation: the method, the reference and the slides' fits."""
     if reference is None:
         return None
-    return {"method": "white balance on the glass, then Macenko stain normalisation, fitted per slide",
+    return {"method": "white balance on the glass, then per-channel optical-density quantile matching, fitted per slide",
             "reference": reference.to_dict(), "slides": {g: c.to_dict() for g, c in sorted(colours.items())}}
 
 
