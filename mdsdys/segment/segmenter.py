@@ -82,7 +82,8 @@ def _working_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
 
 def prob_at_scale(model: Segmenter, image: np.ndarray, scale: float) -> np.ndarray:
     """Nucleus probability of the field resized by `scale`: (h, w) float32 at the working size."""
-    rgb = torch.from_numpy(check_image(image)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+    # astype copies, so a read-only image (np.asarray of a PIL image) never backs a tensor
+    rgb = torch.from_numpy(check_image(image).astype(np.float32)).permute(2, 0, 1)[None] / 255.0  # (1, 3, H, W)
     size = _working_size(image.shape, scale)
     if size != tuple(image.shape[:2]):
         rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
