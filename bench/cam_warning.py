@@ -30,9 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mdsdys.classify.cam import cam_outside_fraction, grad_cam
-from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint
+from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint, slide_colour
+from mdsdys.classify.inputs import stack_squares
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.demo import synth
+from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.review.explain import OLD_OUTSIDE_WARNING
 from mdsdys.schemes import scheme_from_folders
 
@@ -61,7 +63,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--held-out-per-class", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=ClsTrainConfig().epochs)
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     start = time.monotonic()
@@ -71,7 +73,12 @@ def main() -> None:
     train_s = time.monotonic() - start
     classifier = classifier_from_checkpoint(result.checkpoint)  # the threshold as a reloaded model has it
     held_out = cells(2, args.held_out_per_class)
-    fractions = np.array([cam_outside_fraction(grad_cam(classifier, s.crop), s.nucleus) for s in held_out])
+    # Each held-out slide's cells share its colour fit, as the Review page's CAMs do (explain._slide_colour).
+    colours = {slide: slide_colour(classifier, stack_squares([square_resize(s.crop, classifier.input_size)
+                                                               for s in held_out if s.group == slide]))
+               for slide in sorted({s.group for s in held_out})}
+    fractions = np.array([cam_outside_fraction(grad_cam(classifier, s.crop, colour=colours[s.group]), s.nucleus)
+                          for s in held_out])
     threshold = classifier.cam_warning
     codes = np.array([s.code for s in held_out])
     figures = {
