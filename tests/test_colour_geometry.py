@@ -185,3 +185,16 @@ def test_a_few_cells_from_a_new_slide_are_drawn_as_often_as_balancing_asks():
     assert float(draw[1000:].sum()) == pytest.approx(100 / 1100)  # 10 cells weighted sqrt(100) each
     assert torch.allclose(slide_draw(["PBC"] * 5 + ["LAB"] * 5, 0.5), torch.full((10,), 0.1, dtype=torch.float64))
     assert slide_draw(["PBC"] * 1000 + ["LAB"] * 10, 0.0) is None and slide_draw(["PBC"] * 3, 0.5) is None
+
+
+def test_a_cell_alone_is_only_white_balanced_not_fitted_to_its_own_colours():
+    image, mask = _cell(4, "GN")
+    orange = image.copy()
+    orange[mask > 0, 1] = (orange[mask > 0, 1] * 0.4).astype(np.uint8)  # a cell stained unlike the reference
+    fit = fit_stain(orange[None])
+    assert fit.white_only and StainFit.from_dict(fit.to_dict()) == fit
+    alone = normalise_squares(orange[None], fit)[0].astype(float)
+    # white balance only: the cell's own colour survives (a density fit on it alone would pull it to the reference's)
+    green_share = lambda im: im[mask > 0, 1].mean() / im[mask > 0].mean()  # noqa: E731
+    assert abs(green_share(alone) - green_share(orange.astype(float))) < 0.04  # fitted alone: 0.12
+    assert not fit_stain(np.stack([_cell(seed)[0] for seed in range(12)])).white_only

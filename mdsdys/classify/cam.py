@@ -109,7 +109,7 @@ def grad_cam(classifier: Classifier, crop: np.ndarray, class_index: int | None =
     """Grad-CAM of one crop for a class (default: the predicted one): (h, w) float32 in [0, 1] at the crop's size.
 
     `colour` is the crop's slide's colour fit (mdsdys.classify.classifier.slide_colour); without it the
-    crop is fitted on its own.
+    crop alone is only white-balanced (mdsdys.imaging.stain.MIN_FIT_CELLS).
     """
     net, size = classifier.net, classifier.input_size
     square = normalise_colour(stack_squares([square_resize(crop, size)]), classifier.stain_reference, colour)

@@ -18,8 +18,10 @@ retraining, one run each: Macenko PBC macro-F1 0.716, BCCD accuracy 0.682 (macro
 density matching 0.847, 0.703 (0.625) (docs/notes/issue13-classifier.md).
 
 A fit is per slide: all the slide's cells share one mapping, so colour differences between its
-cells (an eosinophil's orange granules, a basophil's dark ones) survive. With too few stained pixels
-to fit, a slide keeps the reference's stain directions and only its densities are matched.
+cells (an eosinophil's orange granules, a basophil's dark ones) survive. A slide of fewer than
+MIN_FIT_CELLS images is only white-balanced: its few cells' colours are their types', not its
+stain's. With too few stained pixels to fit, a slide keeps the reference's stain directions and only
+its densities are matched.
 
 Written here rather than taken from torchstain (issue 13 names it): torchstain fits one image at a
 time, raises on images whose stain is too sparse to fit, and has no per-channel density matching,
@@ -51,6 +53,9 @@ MIN_STAINED_PIXELS = 500    # fewer, and the two directions are noise: keep the 
 MIN_STAIN_ANGLE = 0.05      # radians; two directions closer than this are one stain
 MAX_FIT_PIXELS = 200_000    # a random sample of the slide's stained pixels is enough for the fit
 # The stained pixels' optical density per channel is summarised by these percentiles.
+# With fewer cell images than this, a slide's density distribution is that of its few cells' types,
+# not of its stain (an eosinophil fitted alone would lose its orange): only the white point is fitted.
+MIN_FIT_CELLS = 10
 DENSITY_QUANTILES = np.linspace(1.0, 99.0, 33)
 
 
@@ -65,6 +70,8 @@ class StainFit:
     # Per channel, the optical-density quantiles (DENSITY_QUANTILES, 1st to 99th percentile) of the stained pixels; None in
     # fits made before they were kept, which are normalised by Macenko alone.
     quantiles: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
+    # True: fitted on fewer than MIN_FIT_CELLS images, so only the white point is used (white balance).
+    white_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for a checkpoint or a store row."""
@@ -72,6 +79,8 @@ class StainFit:
                "max_density": list(self.max_density), "fitted": self.fitted}
         if self.quantiles is not None:
             out["quantiles"] = [list(q) for q in self.quantiles]
+        if self.white_only:
+            out["white_only"] = True
         return out
 
     @classmethod
@@ -81,7 +90,8 @@ class StainFit:
         quantiles = data.get("quantiles")
         return cls(tuple(float(x) for x in data["white"]), stains,  # type: ignore[arg-type]
                    tuple(float(x) for x in data["max_density"]), bool(data.get("fitted", True)),  # type: ignore[arg-type]
-                   None if quantiles is None else tuple(tuple(float(x) for x in q) for q in quantiles))  # type: ignore[arg-type]
+                   None if quantiles is None else tuple(tuple(float(x) for x in q) for q in quantiles),  # type: ignore[arg-type]
+                   bool(data.get("white_only", False)))
 
 
 # The reference stain: fit_stain on the 3,200 PBC cells of ../shared/data/pbc (CellaVision DM96,
@@ -179,6 +189,10 @@ def fit_stain(squares: np.ndarray | Sequence[np.ndarray], seed: int = 0) -> Stai
     if pixels.size == 0:
         return REFERENCE
     white = white_point(pixels)
+    images = 1 if isinstance(squares, np.ndarray) and squares.ndim == 3 else len(squares)
+    if images < MIN_FIT_CELLS:
+        return StainFit(tuple(float(v) for v in white), REFERENCE.stains, REFERENCE.max_density, False,  # type: ignore[arg-type]
+                        white_only=True)
     od = optical_density(pixels, white)
     quantiles = _density_quantiles(od)
     od = od[od.sum(axis=1) > STAINED_OD]
@@ -218,13 +232,15 @@ def normalise_pixels(pixels: np.ndarray, fit: StainFit, reference: StainFit = RE
     """(..., 3) uint8 of a slide fitted by `fit` -> (..., 3) uint8 in the reference's white and stains."""
     shape = pixels.shape
     od = optical_density(pixels.reshape(-1, 3).astype(np.float32), np.array(fit.white, np.float32))
-    if fit.quantiles is not None and reference.quantiles is not None:
-        rgb = np.array(reference.white, np.float32) * np.exp(-match_densities(od, fit, reference)) - 1.0
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(shape)
-    concentrations = _densities(od, np.array(fit.stains, np.float32))
-    concentrations[:, :2] *= np.array(reference.max_density, np.float32) / np.array(fit.max_density, np.float32)
-    remixed = concentrations @ _basis(np.array(reference.stains, np.float32))  # (P, 3)
-    rgb = np.array(reference.white, np.float32) * np.exp(-remixed) - 1.0
+    if fit.white_only:
+        mapped = od
+    elif fit.quantiles is not None and reference.quantiles is not None:
+        mapped = match_densities(od, fit, reference)
+    else:  # Macenko: fits or references from before the quantiles were kept
+        concentrations = _densities(od, np.array(fit.stains, np.float32))
+        concentrations[:, :2] *= np.array(reference.max_density, np.float32) / np.array(fit.max_density, np.float32)
+        mapped = concentrations @ _basis(np.array(reference.stains, np.float32))  # (P, 3)
+    rgb = np.array(reference.white, np.float32) * np.exp(-mapped) - 1.0
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(shape)
 
 
