@@ -173,11 +173,13 @@ def test_density_matching_undoes_a_change_in_the_stain_s_mix():
 
 
 def test_a_fit_from_before_density_matching_still_normalises_by_its_stains():
-    cells = np.stack([_cell(seed)[0] for seed in range(4)])
+    cells = np.stack([_yellow_and_faint(_cell(seed)[0]) for seed in range(12)])
     fit = fit_stain(cells)
     old = StainFit.from_dict({k: v for k, v in fit.to_dict().items() if k != "quantiles"})
-    assert StainFit.from_dict(fit.to_dict()) == fit and old.quantiles is None
-    assert normalise_squares(cells, old).shape == cells.shape
+    assert StainFit.from_dict(fit.to_dict()) == fit and old.quantiles is None and not old.white_only
+    macenko = normalise_squares(cells, old)  # an old fit takes the stain path whatever the reference
+    assert np.array_equal(macenko, normalise_squares(cells, fit, dataclasses.replace(REFERENCE, quantiles=None)))
+    assert not np.array_equal(macenko, normalise_squares(cells, fit))
 
 
 def test_a_few_cells_from_a_new_slide_are_drawn_as_often_as_balancing_asks():
