@@ -16,7 +16,7 @@ from mdsdys.classify.inputs import normalise_colour, stack_squares
 from mdsdys.classify.train import ClsTrainConfig, slide_draw, train_classifier
 from mdsdys.demo import synth
 from mdsdys.imaging.geometry import cell_box, find_nucleus, mask_cell_box, single_cell_box
-from mdsdys.imaging.stain import REFERENCE, StainFit, fit_stain, normalise_squares
+from mdsdys.imaging.stain import REFERENCE, StainFit, fit_stain, match_densities, normalise_squares
 from mdsdys.imaging.thumbnails import image_square
 from mdsdys.schemes import scheme_from_folders
 
@@ -200,3 +200,12 @@ def test_a_cell_alone_is_only_white_balanced_not_fitted_to_its_own_colours():
     green_share = lambda im: im[mask > 0, 1].mean() / im[mask > 0].mean()  # noqa: E731
     assert abs(green_share(alone) - green_share(orange.astype(float))) < 0.04  # fitted alone: 0.12
     assert not fit_stain(np.stack([_cell(seed)[0] for seed in range(12)])).white_only
+
+
+def test_densities_beyond_a_slide_s_top_quantile_scale_boundedly():
+    flat_top = tuple(tuple(list(q[:-2]) + [q[-3] + 1e-7] * 2) for q in REFERENCE.quantiles)  # two top quantiles equal
+    fit = dataclasses.replace(REFERENCE, quantiles=flat_top)
+    od = np.array([[3.0, 3.0, 3.0]], np.float32)  # darker than any of the slide's quantiles
+    mapped = match_densities(od, fit, REFERENCE)[0]
+    assert np.all(mapped <= 3.0 * np.array([q[-1] for q in REFERENCE.quantiles]) / np.array([q[-1] for q in flat_top]))
+    assert np.isfinite(mapped).all()

@@ -214,7 +214,8 @@ def match_densities(od: np.ndarray, fit: StainFit, reference: StainFit) -> np.nd
     """(P, 3) optical densities of a slide -> the same with each channel's distribution the reference's.
 
     Per channel, a monotone piecewise-linear map sends the slide's density quantiles onto the
-    reference's (glass, at density 0, stays glass; beyond the top quantile the last slope holds).
+    reference's (glass, at density 0, stays glass); beyond the top quantile densities scale by the
+    ratio of the two top quantiles, which stays bounded where a slide's darkest pixels all saturate.
     Unlike Macenko's two stains, it also moves what a Romanowsky stain's third colour does: the
     purple of chromatin, which absorbs blue light in one lab's stain and hardly at all in another's.
     """
@@ -222,7 +223,7 @@ def match_densities(od: np.ndarray, fit: StainFit, reference: StainFit) -> np.nd
     for c in range(3):
         xs = np.maximum.accumulate(np.r_[0.0, fit.quantiles[c]]) + np.arange(len(fit.quantiles[c]) + 1) * 1e-6
         ys = np.r_[0.0, reference.quantiles[c]]
-        slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-6)
+        slope = ys[-1] / max(xs[-1], 1e-3)
         v = od[:, c]
         out[:, c] = np.where(v <= xs[-1], np.interp(v, xs, ys), ys[-1] + (v - xs[-1]) * slope)
     return out
