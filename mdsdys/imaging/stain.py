@@ -171,7 +171,7 @@ def _density_quantiles(od: np.ndarray) -> np.ndarray | None:
     """(P, 3) densities of a slide -> (3, Q) quantiles of its stained pixels, or None with too few of them.
 
     Stained means a summed density above STAINED_OD, the stain fit's fixed threshold. Thresholds that
-    scale with a slide's own darkest pixels select the same pixels from a stain twice as faint
+    scale with a slide's own darkest pixels keep the same pixels of a stain twice as faint
     (synthetic cells, yellow lamp and half the stain: 95% of the difference undone against 47%), but
     on BCCD they drop its pale stain's cytoplasm. Trained on PBC for 25 epochs, BCCD accuracy with no
     retraining: fixed 0.703, STAINED_OD lowered in proportion below PBC's density 0.629, 10% or 5%
