@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from mdsdys.classify.archs import embedding_head
-from mdsdys.classify.classifier import Classifier, calibrated, forward_logits
+from mdsdys.classify.classifier import (
+    Classifier,
+    calibrated,
+    forward_logits,
+    predict_squares,
+)
 from mdsdys.classify.inputs import normalise_colour
 from mdsdys.imaging.stain import StainFit
 
@@ -198,12 +203,9 @@ def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int =
     `squares` are one slide's raw squares; `colour` its colour fit, with which the network reads them
     (without it the squares given are taken as the slide, as predict_squares does).
     """
-    reference = classifier.ood
-    if not reference or len(squares) == 0:
+    if not classifier.ood or len(squares) == 0:
         return np.full(len(squares), np.nan)
-    inputs = normalise_colour(squares, classifier.stain_reference, colour)
-    distances = _distances(reference, colour_features(squares), embeddings(classifier, inputs, batch_size))
-    return distances / reference["cell_scale"]
+    return predict_and_score(classifier, squares, batch_size, colour)[1]
 
 
 def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
@@ -213,11 +215,10 @@ def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size:
     What predict_squares and score_cells give, with the colour normalised once and each cell read
     once: the proposals' hot path (propose_labels).
     """
-    inputs = normalise_colour(squares, classifier.stain_reference, colour)
     reference = classifier.ood
     if not reference or len(squares) == 0:
-        logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size)
-        return calibrated(logits, classifier.temperature).astype(np.float32), np.full(len(squares), np.nan)
+        return predict_squares(classifier, squares, batch_size, colour), np.full(len(squares), np.nan)
+    inputs = normalise_colour(squares, classifier.stain_reference, colour)
     with _capture_embeddings(classifier) as kept:
         logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size)
     features = torch.cat(kept).flatten(1).double().numpy()

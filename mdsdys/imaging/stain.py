@@ -167,8 +167,8 @@ def _densities(od: np.ndarray, stains: np.ndarray) -> np.ndarray:
     return np.linalg.solve(_basis(stains).T, od.T).T
 
 
-def _density_quantiles(od: np.ndarray) -> np.ndarray | None:
-    """(P, 3) densities of a slide -> (3, Q) quantiles of its stained pixels, or None with too few of them.
+def _density_quantiles(stained: np.ndarray) -> np.ndarray | None:
+    """(P, 3) densities of a slide's stained pixels -> (3, Q) quantiles of them, or None with too few of them.
 
     Stained means a summed density above STAINED_OD, the stain fit's fixed threshold. Thresholds that
     scale with a slide's own darkest pixels keep the same pixels of a stain twice as faint
@@ -177,7 +177,6 @@ def _density_quantiles(od: np.ndarray) -> np.ndarray | None:
     retraining: fixed 0.703, STAINED_OD lowered in proportion below PBC's density 0.629, 10% or 5%
     of the 99th percentile 0.590 and 0.488 (one run each; docs/notes/issue13-classifier.md).
     """
-    stained = od[od.sum(axis=1) > STAINED_OD]
     if stained.shape[0] < MIN_STAINED_PIXELS:
         return None
     return np.percentile(stained, DENSITY_QUANTILES, axis=0).T
@@ -194,8 +193,8 @@ def fit_stain(squares: np.ndarray | Sequence[np.ndarray], seed: int = 0) -> Stai
         return StainFit(tuple(float(v) for v in white), REFERENCE.stains, REFERENCE.max_density, False,  # type: ignore[arg-type]
                         white_only=True)
     od = optical_density(pixels, white)
-    quantiles = _density_quantiles(od)
     od = od[od.sum(axis=1) > STAINED_OD]
+    quantiles = _density_quantiles(od)  # on every stained pixel, before the stain fit's sample
     if od.shape[0] > MAX_FIT_PIXELS:
         od = od[np.random.default_rng(seed).choice(od.shape[0], MAX_FIT_PIXELS, replace=False)]
     stains = _stain_directions(od) if od.shape[0] >= MIN_STAINED_PIXELS else None
