@@ -9,11 +9,19 @@ import pytest
 import torch
 
 from mdsdys.classify.archs import create_model, embedding_head, list_models
-from mdsdys.classify.classifier import CellSample, classifier_from_checkpoint, predict_squares, slide_colour
+from mdsdys.classify.classifier import (
+    MAX_VIEWS,
+    CellSample,
+    classifier_from_checkpoint,
+    dihedral_view,
+    predict_squares,
+    slide_colour,
+)
 from mdsdys.classify.inputs import stack_squares
 from mdsdys.classify.ood import colour_features, predict_and_score, score_cells, slide_ood
 from mdsdys.classify.train import ClsTrainConfig, train_classifier
 from mdsdys.demo import synth
+from mdsdys.errors import SchemeError
 from mdsdys.imaging.thumbnails import square_resize
 from mdsdys.schemes import scheme_from_folders
 
@@ -98,3 +106,39 @@ def test_every_architecture_exposes_its_embedding(name):
         net(torch.zeros(2, 3, 80, 80) if name == "inception_v3" else torch.zeros(2, 3, 32, 32))
     handle.remove()
     assert kept[0].shape[0] == 2 and kept[0].flatten(1).shape[1] == embedding_head(net, name).in_features
+
+
+def test_test_time_views_make_a_mirrored_cell_read_as_the_cell(trained):
+    """Four orientations per cell (the default): a slide and its mirror image get the same proposals and scores."""
+    classifier = classifier_from_checkpoint(trained.checkpoint)
+    assert classifier.views == trained.checkpoint["test_views"] == 4
+    squares = _squares([c for c, _ in _crops(9, 6)])
+    mirrored = squares.flip(-1)
+    colour = slide_colour(classifier, squares)
+    probs, scores = predict_and_score(classifier, squares, colour=colour)
+    probs_m, scores_m = predict_and_score(classifier, mirrored, colour=colour)
+    assert np.allclose(probs, probs_m, atol=1e-5)
+    assert np.allclose(scores, scores_m, rtol=1e-2)  # the raw colour part's sharpness is nearly, not exactly, mirror-blind
+    once = classifier_from_checkpoint(trained.checkpoint | {"test_views": 1})
+    assert not np.allclose(predict_squares(once, squares, colour=colour), predict_squares(once, mirrored, colour=colour),
+                           atol=1e-5)
+
+
+def test_a_checkpoint_from_before_test_time_views_reads_each_cell_once_and_a_tampered_count_is_refused(trained):
+    older = {k: v for k, v in trained.checkpoint.items() if k != "test_views"}
+    assert classifier_from_checkpoint(older).views == 1
+    for bad in (0, 9, "4", 2.5):
+        with pytest.raises(SchemeError, match="test-time views"):
+            classifier_from_checkpoint(trained.checkpoint | {"test_views": bad})
+    with pytest.raises(ValueError, match="test_views"):
+        train_classifier([CellSample(c, k, "S") for c, k in _crops(1, 4)], SCHEME,
+                         ClsTrainConfig(**(TINY.to_dict() | {"test_views": 0, "augment": TINY.augment})))
+
+
+def test_the_eight_views_are_the_eight_orientations_of_a_square():
+    square = torch.arange(16).reshape(1, 4, 4)
+    views = [dihedral_view(square, v) for v in range(MAX_VIEWS)]
+    assert torch.equal(views[0], square)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == MAX_VIEWS
+    with pytest.raises(ValueError):
+        dihedral_view(square, MAX_VIEWS)

@@ -59,6 +59,9 @@ class Classifier:
     # The training set's colour statistics and embeddings that slides are compared with (classify.ood,
     # issue 13); None for a model trained before it: its slides' OOD score is "unknown".
     ood: dict[str, Any] | None = None
+    # How many orientations of each cell its prediction averages (dihedral_view); 1 for a model trained
+    # before test-time views (issue 13), whose predictions stay as they were.
+    views: int = 1
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -66,16 +69,36 @@ class Classifier:
         return self.scheme.codes
 
 
+# A cell on a smear has no up or down: the first MAX_VIEWS orientations of the square's dihedral group.
+MAX_VIEWS = 8
+
+
+def dihedral_view(x: torch.Tensor, view: int) -> torch.Tensor:
+    """(..., S, S) -> the same squares in orientation `view` (0 = as given; 1-3 mirrored or turned; 4-7 transposed)."""
+    if not 0 <= view < MAX_VIEWS:
+        raise ValueError(f"view must be 0..{MAX_VIEWS - 1}, got {view}")
+    if view >= 4:
+        x, view = x.transpose(-2, -1), view - 4
+    return {0: x, 1: x.flip(-1), 2: x.flip(-2), 3: x.flip(-2, -1)}[view]
+
+
 @torch.inference_mode()
 def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer, device: torch.device,
-                   batch_size: int = 256) -> torch.Tensor:
-    """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode."""
+                   batch_size: int = 256, views: int = 1) -> torch.Tensor:
+    """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode.
+
+    With `views` > 1 each image's logits are the mean over its first `views` orientations
+    (dihedral_view), read one orientation of a chunk after another: a forward hook on the network
+    sees `views` consecutive calls per chunk (classify.ood averages its embeddings the same way).
+    """
     net.eval()
     out = []
     for chunk in torch.split(images, batch_size):
         x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=memory_format(device)))
         with autocast(device):
-            out.append(net(x).float().cpu())
+            logits = [net(dihedral_view(x, v).contiguous(memory_format=memory_format(device))).float()
+                      for v in range(views)]
+        out.append(torch.stack(logits).mean(0).cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
@@ -89,12 +112,16 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     net.load_state_dict(checkpoint["state_dict"])
     net.to(device, memory_format=memory_format(device)).eval()
     norm = checkpoint["normalizer"]
+    views = checkpoint.get("test_views", 1)
+    if not isinstance(views, int) or not 1 <= views <= MAX_VIEWS:
+        raise SchemeError(f"This classifier checkpoint asks for {views!r} test-time views; 1 to {MAX_VIEWS} can be read.")
     colour = checkpoint.get("colour")
     reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
                       checkpoint.get("version"), device, _cam_threshold(checkpoint), reference,
-                      checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None)
+                      checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None,
+                      views)
 
 
 def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:
@@ -125,7 +152,8 @@ def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: i
     `colour` is the slide's fit (slide_colour); without it the squares given are taken as the slide.
     """
     squares = normalise_colour(squares, classifier.stain_reference, colour)
-    logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size)
+    logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size,
+                            classifier.views)
     return calibrated(logits, classifier.temperature).astype(np.float32)
 
 

@@ -4,7 +4,8 @@ Two parts, each a distance from the model's training cells, kept in the checkpoi
   - colour: statistics of the RAW uint8 square (optical density, background white point, sharpness),
     which catch yellow/blue casts, faint or dark stain and blur or magnification changes;
   - embedding: the network's penultimate features (the input of its final nn.Linear), read through
-    forward_logits so they see exactly what its predictions see, PCA-whitened plus the PCA residual.
+    forward_logits so they see exactly what its predictions see (each cell's mean over the model's test-time
+    views), PCA-whitened plus the PCA residual.
 Each distance is divided by its 95th percentile over the model's validation cells, a cell scores the
 larger of the two, and that is divided again by the validation 95th percentile: a score of 1 means "as
 unusual as the 5% most unusual of this model's own held-out cells", whatever the model. A slide scores
@@ -94,8 +95,14 @@ def embeddings(classifier: Classifier, squares: torch.Tensor, batch_size: int = 
     if len(squares) == 0:
         return np.zeros((0, embedding_head(classifier.net, classifier.arch).in_features))
     with _capture_embeddings(classifier) as kept:
-        forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size)
-    return torch.cat(kept).flatten(1).double().numpy()
+        forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size, classifier.views)
+    return _view_means(kept, classifier.views)
+
+
+def _view_means(kept: list[torch.Tensor], views: int) -> np.ndarray:
+    """The hook's per-call features, `views` consecutive calls per chunk -> (N, D) float64, each cell's mean over its views."""
+    chunks = [torch.stack(kept[i:i + views]).mean(0) for i in range(0, len(kept), views)]
+    return torch.cat(chunks).flatten(1).double().numpy()
 
 
 def _fit_gaussian(features: np.ndarray) -> dict[str, Any]:
@@ -220,8 +227,9 @@ def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size:
         return predict_squares(classifier, squares, batch_size, colour), np.full(len(squares), np.nan)
     inputs = normalise_colour(squares, classifier.stain_reference, colour)
     with _capture_embeddings(classifier) as kept:
-        logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size)
-    features = torch.cat(kept).flatten(1).double().numpy()
+        logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size,
+                                classifier.views)
+    features = _view_means(kept, classifier.views)
     scores = _distances(reference, colour_features(squares), features) / reference["cell_scale"]
     return calibrated(logits, classifier.temperature).astype(np.float32), scores
 
