@@ -486,7 +486,8 @@ def _colour_record(reference: StainFit | None, colours: dict[str, StainFit]) -> 
     """What the checkpoint keeps of the colour normalisation: the method, the reference and the slides' fits."""
     if reference is None:
         return None
-    return {"method": "white balance on the glass, then per-channel optical-density quantile matching, fitted per slide",
+    return {"method": ("white balance on the glass, then each channel's optical density scaled to the "
+                       "reference's 99th percentile of stained pixels, fitted per slide"),
             "reference": reference.to_dict(), "slides": {g: c.to_dict() for g, c in sorted(colours.items())}}
 
 
