@@ -93,9 +93,10 @@ class ClsTrainConfig:
     # before the network (issue 13): the colour no longer depends on the microscope.
     stain_normalise: bool = True
     # Test-time views: every prediction averages the logits of this many orientations of the cell
-    # (classify.classifier.dihedral_view; 1 reads it once). Trained on PBC with these defaults, 4 views
-    # called 0.724 of BCCD's white cells right against 0.700 for one, at the same PBC accuracy (issue 13,
-    # README); each proposal costs 4 forward passes (~1 ms each for a 64 px cell on a CPU core).
+    # (classify.classifier.dihedral_view; 1 reads it once). One PBC-trained model called 0.597 of BCCD's
+    # white cells right with 4 views against 0.576 with one, PBC's held-out cells 0.941 and 0.944
+    # (issue 13, docs/notes/issue13-classifier.md); each proposal costs 4 forward passes (~1 ms each for a
+    # 64 px cell on a CPU core).
     test_views: int = 4
     seed: int = 0
 
