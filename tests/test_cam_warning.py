@@ -78,3 +78,22 @@ def test_without_a_threshold_no_cell_is_flagged_and_the_note_says_why():
 @pytest.mark.parametrize("outside", [0.79, 0.81])
 def test_the_warning_fires_exactly_above_the_threshold(outside):
     assert _view(outside, 0.8).unusual is (outside > 0.8)
+
+
+def test_a_model_that_looks_wholly_outside_the_nucleus_too_often_gets_no_threshold_and_says_so(monkeypatch):
+    """A 95th percentile of 1.0 is a warning no cell could trip: it is no threshold, and the note says why."""
+    import mdsdys.classify.cam as cam
+
+    samples = _cells(with_masks=True)
+    result = train_classifier(samples, SCHEME, TINY)
+    shares = iter([1.0] * 3 + [0.3] * 27)  # 10% of the calibration cells wholly outside: the 95th percentile is 1
+    monkeypatch.setattr(cam, "cam_outside_fraction", lambda _cam, _nucleus: next(shares))
+    warning = cam.calibrate_cam_warning(result.classifier, [s.crop for s in samples], [s.nucleus for s in samples])
+    assert warning["threshold"] is None and warning["diffuse"] is True and warning["n"] == 30
+    diffuse = CamView(np.zeros((8, 8, 3), np.uint8), "EN", 1.0, "v1", None, "its own held-out cells", diffuse=True)
+    assert diffuse.unusual is None and "wholly outside the nucleus" in diffuse.note()
+    # a checkpoint from before `diffuse` whose threshold is 1.0 reads the same way, not as a threshold
+    old = result.checkpoint | {"cam_warning": {"threshold": 1.0, "percentile": 95.0, "n": 30, "median": 0.4}}
+    reloaded = classifier_from_checkpoint(old)
+    assert reloaded.cam_warning is None and reloaded.cam_diffuse is True
+    assert classifier_from_checkpoint(result.checkpoint).cam_diffuse is result.checkpoint["cam_warning"]["diffuse"]

@@ -180,17 +180,21 @@ def calibrate_cam_warning(classifier: Classifier, crops: Sequence[np.ndarray], n
                           colours: Sequence[StainFit | None] | None = None) -> dict[str, Any]:
     """The outside-nucleus share that `percentile` % of these cells stay under, with the Grad-CAM of the top class.
 
-    Returns {"threshold", "percentile", "n", "median"}; threshold is None when fewer than
-    MIN_CAM_CALIBRATION_CELLS cells have a nucleus mask.
+    Returns {"threshold", "percentile", "n", "median", "diffuse"}; threshold is None when fewer than
+    MIN_CAM_CALIBRATION_CELLS cells have a nucleus mask, and when the percentile is the whole CAM
+    (`diffuse`: on over 100 - percentile % of the cells the model looked wholly outside the nucleus,
+    so no share could be above it and a warning would never fire).
     """
     colours = colours or [None] * len(crops)  # one slide colour fit per crop, from training; else per crop
     fractions = [cam_outside_fraction(grad_cam(classifier, crop, colour=colour), nucleus)
                  for crop, nucleus, colour in zip(crops, nuclei, colours) if nucleus is not None and np.any(nucleus)]
     fractions = [f for f in fractions if not math.isnan(f)]
     if len(fractions) < MIN_CAM_CALIBRATION_CELLS:
-        return {"threshold": None, "percentile": percentile, "n": len(fractions), "median": None}
-    return {"threshold": float(np.percentile(fractions, percentile)), "percentile": percentile,
-            "n": len(fractions), "median": float(np.median(fractions))}
+        return {"threshold": None, "percentile": percentile, "n": len(fractions), "median": None, "diffuse": False}
+    threshold = float(np.percentile(fractions, percentile))
+    diffuse = threshold >= 1.0 - 1e-6
+    return {"threshold": None if diffuse else threshold, "percentile": percentile,
+            "n": len(fractions), "median": float(np.median(fractions)), "diffuse": diffuse}
 
 
 def cam_is_unusual(outside_fraction: float | None, threshold: float | None) -> bool | None:

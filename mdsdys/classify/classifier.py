@@ -53,6 +53,10 @@ class Classifier:
     # percentile over its own held-out cells (classify.cam.calibrate_cam_warning); None for a model
     # trained before issue 14 or without nucleus masks.
     cam_warning: float | None = None
+    # True when that calibration found the model's Grad-CAM wholly outside the nucleus on too many of its
+    # own cells to set a threshold (classify.cam.calibrate_cam_warning): no cell is flagged, and no
+    # other cells' calibration replaces it.
+    cam_diffuse: bool = False
     # The stain every cell is normalised to before the network (issue 13), with each slide's own fit
     # (mdsdys.classify.inputs.normalise_colour); None for a model trained before it, which reads raw colour.
     stain_reference: StainFit | None = None
@@ -119,15 +123,27 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device, _cam_threshold(checkpoint), reference,
-                      checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None,
-                      views)
+                      checkpoint.get("version"), device, cam_warning=_cam_threshold(checkpoint),
+                      cam_diffuse=_cam_diffuse(checkpoint), stain_reference=reference,
+                      ood=checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None, views=views)
 
 
 def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:
-    """The calibrated Grad-CAM warning threshold a checkpoint holds, or None (older checkpoints)."""
+    """The calibrated Grad-CAM warning threshold a checkpoint holds, or None (older checkpoints, none set)."""
     warning = checkpoint.get("cam_warning")
-    return float(warning["threshold"]) if isinstance(warning, dict) and warning.get("threshold") is not None else None
+    if not isinstance(warning, dict) or warning.get("threshold") is None:
+        return None
+    threshold = float(warning["threshold"])
+    return None if threshold >= 1.0 - 1e-6 else threshold  # one no share can exceed: from before `diffuse`
+
+
+def _cam_diffuse(checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's Grad-CAM calibration found no threshold possible (see Classifier.cam_diffuse)."""
+    warning = checkpoint.get("cam_warning")
+    if not isinstance(warning, dict):
+        return False
+    old_unreachable = warning.get("threshold") is not None and float(warning["threshold"]) >= 1.0 - 1e-6
+    return bool(warning.get("diffuse")) or old_unreachable
 
 
 def load_classifier(path: Path | str, device: torch.device | None = None) -> Classifier:

@@ -450,7 +450,8 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     train_seconds = time.monotonic() - start
     classifier = _calibrate(run, split, scheme, y)
     classifier.stain_reference = reference
-    classifier.cam_warning = (warning := _cam_warning(classifier, samples, split, colours))["threshold"]
+    warning = _cam_warning(classifier, samples, split, colours)
+    classifier.cam_warning, classifier.cam_diffuse = warning["threshold"], bool(warning.get("diffuse"))
     checkpoint = _checkpoint(run, classifier, samples, y, split, history, train_seconds) | {
         "cam_warning": warning, "geometry": {"rule": GEOMETRY_RULE, "margin": CELL_MARGIN},
         "colour": _colour_record(reference, colours)}

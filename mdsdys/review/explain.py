@@ -15,6 +15,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlite_utils import Database
@@ -60,6 +61,8 @@ class CamView:
     version: str
     threshold: float | None = None  # share above which the cell is unusual for this model; None: unknown
     calibrated_on: str = ""      # the cells the threshold comes from, in words
+    # True: the calibration cells' Grad-CAM lay wholly outside the nucleus too often to set a threshold
+    diffuse: bool = False
 
     @property
     def unusual(self) -> bool | None:
@@ -71,6 +74,10 @@ class CamView:
         if self.outside_fraction is None:
             return "This cell has no nucleus mask, so the share of the Grad-CAM on the nucleus is unknown."
         share = f"{self.outside_fraction:.0%} of the Grad-CAM lies outside the nucleus"
+        if self.threshold is None and self.diffuse:
+            return (f"{share}. On more than {100 - CAM_WARNING_PERCENTILE:.0f}% of {self.calibrated_on} this "
+                    "model's Grad-CAM lay wholly outside the nucleus, so where it looks cannot single a cell "
+                    "out: no cell is flagged. Retrain it on more labelled cells.")
         if self.threshold is None:
             return (f"{share}. Too few cells with nucleus masks to tell what is usual for this model, "
                     "so no cell is flagged.")
@@ -100,8 +107,9 @@ def cell_grad_cam(db: Database, viewer: User, cell_id: int, code: str | None = N
     index = classifier.codes.index(code) if code else int(predict_proba(classifier, [view.crop], colour=colour)[0].argmax())
     cam = _cams.get(classifier, cell_id, view.crop, index, colour)
     outside = cam_outside_fraction(cam, view.nucleus) if view.nucleus is not None else None
-    threshold, calibrated_on = warning_threshold(db, classifier, view.cell.slide_id)
-    return CamView(overlay(view.crop, cam), classifier.codes[index], outside, record.version, threshold, calibrated_on)
+    warning, calibrated_on = warning_threshold(db, classifier, view.cell.slide_id)
+    return CamView(overlay(view.crop, cam), classifier.codes[index], outside, record.version, warning["threshold"],
+                   calibrated_on, bool(warning.get("diffuse")))
 
 
 def _slide_colour(db: Database, classifier: Classifier, slide_id: int) -> StainFit | None:
@@ -112,17 +120,22 @@ def _slide_colour(db: Database, classifier: Classifier, slide_id: int) -> StainF
     return _slide_colours[key]
 
 
-def warning_threshold(db: Database, classifier: Classifier, slide_id: int) -> tuple[float | None, str]:
-    """(threshold, the cells it comes from): the model's own calibration, else one on this slide's cells."""
+def warning_threshold(db: Database, classifier: Classifier, slide_id: int) -> tuple[dict[str, Any], str]:
+    """(calibration, the cells it comes from): the model's own, else one on this slide's cells.
+
+    The calibration is calibrate_cam_warning's dict: "threshold" (None: no cell is flagged) and "diffuse".
+    """
     if classifier.cam_warning is not None:
-        return classifier.cam_warning, "its own held-out cells"
+        return {"threshold": classifier.cam_warning, "diffuse": False}, "its own held-out cells"
+    if classifier.cam_diffuse:
+        return {"threshold": None, "diffuse": True}, "its own held-out cells"
     key = (classifier.version, slide_id)
     if key not in _slide_warnings:
         cells = [c for c in list_cells(db, slide_id) if c.nucleus_png]
         picks = cells[::max(1, len(cells) // SLIDE_CALIBRATION_CELLS)][:SLIDE_CALIBRATION_CELLS]
         _slide_warnings[key] = calibrate_cam_warning(classifier, *_crops_and_nuclei(db, picks))
     warning = _slide_warnings[key]
-    return warning["threshold"], f"{warning['n']} of this slide's cells (the model holds no calibration of its own)"
+    return warning, f"{warning['n']} of this slide's cells (the model holds no calibration of its own)"
 
 
 def _crops_and_nuclei(db: Database, cells: Sequence[Cell]) -> tuple[list[np.ndarray], list[np.ndarray]]:
