@@ -50,8 +50,12 @@ def test_a_model_without_its_own_calibration_is_judged_against_the_slides_cells(
     monkeypatch.setattr(cam_module, "MIN_CAM_CALIBRATION_CELLS", 3)  # a one-field demo slide has a few cells
     view = explain.cell_grad_cam(db, reader, cell.id)
     n = len([c for c in list_cells(db, slide.id) if c.nucleus_png])
-    assert view.threshold is not None and f"{min(n, explain.SLIDE_CALIBRATION_CELLS)} of this slide's cells" in view.calibrated_on
-    assert view.unusual is (view.outside_fraction > view.threshold) and "this slide's cells" in view.note()
+    assert "of this slide's cells" in view.calibrated_on and int(view.calibrated_on.split()[0]) <= n  # empty CAMs drop out
+    if view.diffuse:  # a 3-epoch model may look wholly outside the nucleus on one of a few cells: no threshold
+        assert view.threshold is None and view.unusual is None and "wholly outside the nucleus" in view.note()
+    else:
+        assert view.threshold is not None
+        assert view.unusual is (view.outside_fraction > view.threshold) and "this slide's cells" in view.note()
 
 
 @pytest.mark.slow
