@@ -121,29 +121,26 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
         raise SchemeError(f"This classifier checkpoint asks for {views!r} test-time views; 1 to {MAX_VIEWS} can be read.")
     colour = checkpoint.get("colour")
     reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
+    cam_warning, cam_diffuse = _cam_calibration(checkpoint)
     return Classifier(net, checkpoint["arch"], scheme, int(checkpoint["input_size"]),
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
-                      checkpoint.get("version"), device, cam_warning=_cam_threshold(checkpoint),
-                      cam_diffuse=_cam_diffuse(checkpoint), stain_reference=reference,
+                      checkpoint.get("version"), device, cam_warning=cam_warning, cam_diffuse=cam_diffuse,
+                      stain_reference=reference,
                       ood=checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None, views=views)
 
 
-def _cam_threshold(checkpoint: dict[str, Any]) -> float | None:
-    """The calibrated Grad-CAM warning threshold a checkpoint holds, or None (older checkpoints, none set)."""
-    warning = checkpoint.get("cam_warning")
-    if not isinstance(warning, dict) or warning.get("threshold") is None:
-        return None
-    threshold = float(warning["threshold"])
-    return None if threshold >= 1.0 - 1e-6 else threshold  # one no share can exceed: from before `diffuse`
+def _cam_calibration(checkpoint: dict[str, Any]) -> tuple[float | None, bool]:
+    """(threshold, diffuse) of the checkpoint's Grad-CAM calibration (see Classifier.cam_warning and cam_diffuse).
 
-
-def _cam_diffuse(checkpoint: dict[str, Any]) -> bool:
-    """Whether the checkpoint's Grad-CAM calibration found no threshold possible (see Classifier.cam_diffuse)."""
+    A threshold of 1.0 from before `diffuse` was kept is one no share can exceed: read as diffuse.
+    """
     warning = checkpoint.get("cam_warning")
     if not isinstance(warning, dict):
-        return False
-    old_unreachable = warning.get("threshold") is not None and float(warning["threshold"]) >= 1.0 - 1e-6
-    return bool(warning.get("diffuse")) or old_unreachable
+        return None, False
+    threshold = None if warning.get("threshold") is None else float(warning["threshold"])
+    if threshold is not None and threshold >= 1.0 - 1e-6:
+        return None, True
+    return threshold, bool(warning.get("diffuse"))
 
 
 def load_classifier(path: Path | str, device: torch.device | None = None) -> Classifier:
