@@ -250,7 +250,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
                                                               _epoch_bar("Training classifier", "val_macro_f1"))
         if world.is_main:
             print(f"Classifier {record.version} ({record.status}) for scheme {args.scheme}: test macro-F1 "
-                  f"{result.metrics.get('macro_f1', float('nan')):.3f} ({result.split.kind} split){_processes(world)}.")
+                  f"{result.metrics.get('macro_f1', float('nan')):.3f} ({result.split.kind} split, "
+                  f"{result.checkpoint['start']['how']}){_processes(world)}.")
     return 0
 
 

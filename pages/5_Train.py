@@ -86,19 +86,22 @@ with classifier_tab:
     with ui.store() as db:
         preview = retrain.classifier_preview(db, scheme)
     st.write(f"**{preview['cells']}** cells with a human label on {len(preview['slides'])} slide(s). "
-             f"Split: {preview['split']}. Model proposals are never used for retrain.")
+             f"Split: {preview['split']}. Starts {preview['start']}. Model proposals are never used for retrain.")
     if preview["labels"]:
         st.dataframe(pd.DataFrame(preview["labels"]).fillna(0), hide_index=True, key="train_cls_labels")
     with st.form("train_classifier_form"):
         with st.expander("Advanced settings"):
             arch = st.selectbox("Architecture", retrain.classifier_archs(), key="cls_arch")
-            cls_epochs = st.number_input("Epochs (at most; early stopping on validation macro-F1)", 1, 300,
-                                         retrain.classifier_defaults()["epochs"], key="cls_epochs")
+            cls_epochs = st.number_input("Epochs from scratch (at most; early stopping on validation macro-F1)", 1,
+                                         300, retrain.classifier_defaults()["epochs"], key="cls_epochs")
+            fine_tune = st.checkbox("Start from the active model's weights (fine-tune; untick to train from scratch)",
+                                    value=retrain.classifier_defaults()["fine_tune"]["enabled"], key="cls_fine_tune")
         start_cls = st.form_submit_button("Retrain classifier", type="primary", disabled=preview["cells"] == 0)
     if start_cls:
         try:
             job_id = retrain.queue_training(ui.settings(), user, "classifier",
-                                             {"arch": arch, "epochs": int(cls_epochs), "scheme": scheme})
+                                             {"arch": arch, "epochs": int(cls_epochs), "scheme": scheme,
+                                             "fine_tune": {"enabled": bool(fine_tune)}})
             st.success(f"Queued as job {job_id}; progress shows above.")
         except MdsdysError as exc:
             ui.show_error(exc)

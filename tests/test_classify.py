@@ -31,6 +31,8 @@ from mdsdys.classify.proposals import (
 )
 from mdsdys.classify.train import (
     ClsTrainConfig,
+    FineTuneConfig,
+    StartingPoint,
     fit_temperature,
     paper_config,
     train_classifier,
@@ -204,6 +206,52 @@ def test_frozen_test_cells_form_the_test_split():
     result = train_classifier(samples, SCHEME, config, frozen_test={1, 2, 7, 8})
     assert result.checkpoint["test_cells"] == [1, 2, 7, 8]
     assert result.checkpoint["data"]["split"] == "frozen-test"
+
+
+def test_a_retrain_starts_from_the_active_models_weights_and_scaling(tiny):
+    """Issue 13: fine-tuning; at a vanishing rate one epoch leaves the active model's weights as they were."""
+    still = dataclasses.replace(TINY, fine_tune=FineTuneConfig(epochs=1, lr=1e-9, slide_balance_power=1.0))
+    samples = samples_of(synthetic_cells(["EN", "GN"], 30, seed=1)) + \
+        [CellSample(crop, code, "SYN-2", 100 + i) for i, (crop, code) in enumerate(synthetic_cells(["EN", "GN"], 4, 8))]
+    result = train_classifier(samples, SCHEME, still, start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert result.checkpoint["start"] == {"fine_tuned_from": "v1", "how": "fine-tuned from the active v1"}
+    assert result.metrics["start"] == "fine-tuned from the active v1"
+    assert len(result.history) == 1 and result.checkpoint["config"]["lr"] == 1e-9
+    assert result.checkpoint["config"]["slide_balance_power"] == 1.0
+    assert result.checkpoint["normalizer"] == tiny.checkpoint["normalizer"]
+    learnt = {name for name, _ in create_model("cellnet", 2).named_parameters()}  # BatchNorm's running stats move
+    for name in learnt:
+        weights = tiny.checkpoint["state_dict"][name]
+        assert torch.allclose(result.checkpoint["state_dict"][name].float(), weights.float(), atol=1e-4), name
+
+
+def test_fine_tuning_takes_at_most_the_runs_epochs(tiny):
+    short = dataclasses.replace(TINY, epochs=2)  # FineTuneConfig's 15 would be more than asked for
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 8, seed=2)), SCHEME, short,
+                              start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert result.checkpoint["start"]["fine_tuned_from"] == "v1" and len(result.history) <= 2
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"arch": "cellnet_gn"}, "differs in architecture"),
+    ({"input_size": 40}, "differs in input size"),
+    ({"stain_normalise": False}, "differs in colour rule"),
+    ({"fine_tune": FineTuneConfig(enabled=False)}, "fine-tuning turned off"),
+])
+def test_a_retrain_that_cannot_use_the_active_weights_trains_from_scratch(tiny, change, reason):
+    config = dataclasses.replace(TINY, epochs=1, **change)
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 6, seed=2)), SCHEME, config,
+                              start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert result.checkpoint["start"]["fine_tuned_from"] is None
+    assert reason in result.checkpoint["start"]["how"]
+
+
+def test_a_model_of_other_classes_is_not_a_starting_point(tiny):
+    other = scheme_from_folders("syn3", ["EN", "GN", "MN"])
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN", "MN"], 5, seed=2)), other,
+                              dataclasses.replace(TINY, epochs=1), start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert "differs in classes" in result.checkpoint["start"]["how"]
+    assert result.checkpoint["start"]["fine_tuned_from"] is None
 
 
 def test_temperature_scaling_lowers_nll_of_an_overconfident_model():

@@ -153,6 +153,32 @@ def test_demo_bootstrap_trains_both_models_detects_and_proposes(home):
     assert proposed >= detected + 8 * 14
 
 
+def test_a_classifier_retrain_fine_tunes_the_active_model_unless_told_not_to(home):
+    """Issue 13: the worker's retrain starts from the active classifier's weights; the page can turn it off."""
+    from mdsdys.registry.retrain import classifier_preview
+    with connect(home / "labels.db") as db:
+        build_demo(db, seed=0, patches_per_slide=1, with_cells=False, training_cells_per_class=14)
+    settings = load_settings()
+    run = {"epochs": 3, "batch_size": 8, "input_size": 32, "scheme": "mds8"}
+    results = []
+    for overrides in (run, run, run | {"fine_tune": {"enabled": False}}):
+        with connect(settings.db_path) as db:
+            db.execute("DELETE FROM jobs WHERE kind = 'propose_slides'")  # the first model's follow-up: not needed here
+        job_id = queue.enqueue(settings, "train_classifier", {"settings": overrides}, None, start_worker=False)
+        worker.run_worker(settings, idle_exit_s=0, max_jobs=1)
+        job = _job(settings, job_id)
+        assert job.state == "done", job.error
+        results.append(job.progress["result"])
+    first = results[0]["version"]
+    assert results[0]["start"] == "from scratch (no active classifier)"
+    assert results[1]["start"] == f"fine-tuned from the active {first}"  # the second stays a candidate
+    assert results[2]["start"] == "from scratch (fine-tuning turned off)"
+    with connect(settings.db_path) as db:
+        assert f"from the active {first}'s weights" in classifier_preview(db, "mds8")["start"]
+        started = {m.version: m.metrics["start"] for m in list_models(db, "classifier")}
+    assert started[results[1]["version"]] == results[1]["start"]
+
+
 @pytest.mark.slow
 def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
     long_run = {"epochs": 500, "batch_size": 8, "input_size": 32}

@@ -159,7 +159,8 @@ def train_classifier_job(ctx: JobContext, settings: dict[str, Any] | None = None
         queue.enqueue(ctx.settings, "propose_slides", {"scheme": scheme_name, "after_first_model": record.version},
                      _job_user(ctx), start_worker=False)
     return {"model_id": record.id, "version": record.version, "status": record.status,
-            "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind}
+            "macro_f1": result.metrics.get("macro_f1"), "split": result.split.kind,
+            "start": result.checkpoint["start"]["how"]}
 
 
 @job_handler("propose_slides")

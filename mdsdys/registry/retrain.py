@@ -18,7 +18,13 @@ from mdsdys.annotate.masks import MIN_MASKS
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import list_models
 from mdsdys.classify.proposals import training_samples
-from mdsdys.classify.train import ClsTrainConfig, check_training_counts, plan_split, train_classifier
+from mdsdys.classify.train import (
+    ClsTrainConfig,
+    StartingPoint,
+    check_training_counts,
+    plan_split,
+    train_classifier,
+)
 from mdsdys.compute import EpochReport, current_world
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError
@@ -72,8 +78,19 @@ def classifier_preview(db: Database, scheme: str) -> dict[str, Any]:
         "slides": dict(slides),
         "cells": len(cells),
         "split": _split_rule(db, scheme, len(slides)),
+        "start": _start_rule(db, scheme),
         "min_train_per_class": MIN_TRAIN_PER_CLASS,
     }
+
+
+def _start_rule(db: Database, scheme: str) -> str:
+    """Where a retrain's weights will start, in words."""
+    current = active_model(db, "classifier", scheme)
+    if current is None:
+        return "from scratch (the scheme has no active classifier yet)"
+    tune = ClsTrainConfig().fine_tune
+    return (f"from the active {current.version}'s weights ({tune.epochs} epochs, each slide drawn as often as the "
+            f"largest) when the architecture matches; otherwise from scratch")
 
 
 def _split_rule(db: Database, scheme: str, slides: int) -> str:
@@ -96,12 +113,18 @@ def queue_training(settings: Settings, user: User, kind: str, overrides: dict[st
     return queue.enqueue(settings, job_kind, {"settings": overrides}, user)
 
 
-def _frozen_cells(current: ModelRecord | None) -> tuple[list[int] | None, list[int] | None]:
-    """(test cell ids, seen cell ids) of the active classifier; seen is None for checkpoints before issue 14."""
+def _active_start(current: ModelRecord | None) -> StartingPoint | None:
+    """The active classifier as a retrain's starting point: its frozen test cells and its weights."""
     if current is None:
+        return None
+    return StartingPoint(load_checkpoint(current.path), current.version)
+
+
+def _frozen_cells(start: StartingPoint | None) -> tuple[list[int] | None, list[int] | None]:
+    """(test cell ids, seen cell ids) of the active classifier; seen is None for checkpoints before issue 14."""
+    if start is None:
         return None, None
-    checkpoint = load_checkpoint(current.path)
-    return checkpoint.get("test_cells"), checkpoint.get("seen_cells")
+    return start.checkpoint.get("test_cells"), start.checkpoint.get("seen_cells")
 
 
 def classifier_archs() -> list[str]:
@@ -122,7 +145,8 @@ def train_classifier_from_store(settings: Settings, scheme_name: str, config: Cl
     """`mdsdys train classifier` and the worker: train on the scheme's human labels, then register.
 
     When the scheme has an active classifier, the new one is tested on the same frozen test cells
-    (plus a share of cells neither model has seen), so the promotion gate compares like with like.
+    (plus a share of cells neither model has seen), so the promotion gate compares like with like,
+    and starts from its weights when they fit (classify.train.FineTuneConfig).
     A candidate with fewer than MIN_TRAIN_PER_CLASS training labels in a class is refused before
     training, saying how many more it needs. Connections are not held while training.
     """
@@ -133,9 +157,11 @@ def train_classifier_from_store(settings: Settings, scheme_name: str, config: Cl
         scheme = load_scheme(db, scheme_name)
         samples = training_samples(db, scheme_name, size=config.input_size)
         current = active_model(db, "classifier", scheme_name)
-    frozen, seen = _frozen_cells(current)
+    start = _active_start(current)
+    frozen, seen = _frozen_cells(start)
     check_training_counts(plan_split(samples, scheme, config, frozen, seen), minimum)
-    result = train_classifier(samples, scheme, config, on_epoch, should_stop, frozen_test=frozen, seen=seen)
+    result = train_classifier(samples, scheme, config, on_epoch, should_stop, frozen_test=frozen, seen=seen,
+                              start_from=start)
     if not current_world().is_main:  # under torchrun rank 0 alone registers
         return result, None
     with connect(settings.db_path) as db:

@@ -25,7 +25,7 @@ def version_rows(versions: list[ModelRecord]) -> list[dict[str, Any]]:
                      "trained": v.created_at[:16].replace("T", " "),
                      "macro-F1 (test)" if v.kind == "classifier" else "Dice (validation)": _number(score),
                      "n": v.metrics.get("n") if v.kind == "classifier" else _val_fields(v),
-                     "caveat": caveat(v, active)})
+                     "start": v.metrics.get("start", ""), "caveat": caveat(v, active)})
     return rows
 
 
