@@ -258,7 +258,7 @@ def report(out: dict) -> str:
     for true, row in out["bccd"]["confusion"].items():
         lines.append(f"  {true}: " + ", ".join(f"{p} {n}" for p, n in sorted(row.items(), key=lambda t: -t[1])))
     tune = out["config"]["fine_tune"]
-    lines += ["", f"k-curve (BCCD cells outside the pool; fine-tuned from the base model, {tune['epochs']} epochs, "
+    lines += ["", f"k-curve (BCCD cells outside the pool; fine-tuned from the base model, at most {tune['epochs']} epochs, "
                   f"slides balanced with power {tune['slide_balance_power']}; at k in {K_COMPARED} also fine-tuned "
                   f"without slide balancing, and trained from scratch):",
               "| k | accuracy | macro-F1 (present) | train s | unbalanced accuracy | from scratch accuracy | "
