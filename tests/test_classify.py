@@ -246,6 +246,15 @@ def test_a_retrain_that_cannot_use_the_active_weights_trains_from_scratch(tiny, 
     assert reason in result.checkpoint["start"]["how"]
 
 
+def test_a_run_whose_cells_are_mostly_new_to_the_active_model_trains_from_scratch(tiny):
+    cells = synthetic_cells(["EN", "GN"], 8, seed=2)
+    fresh = [CellSample(crop, code, "SYN-1", 1000 + i) for i, (crop, code) in enumerate(cells)]  # never seen by tiny
+    result = train_classifier(fresh, SCHEME, dataclasses.replace(TINY, epochs=1),
+                              start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert result.checkpoint["start"]["fine_tuned_from"] is None
+    assert "100% of the training cells are new to the active v1" in result.checkpoint["start"]["how"]
+
+
 def test_a_model_of_other_classes_is_not_a_starting_point(tiny):
     other = scheme_from_folders("syn3", ["EN", "GN", "MN"])
     result = train_classifier(samples_of(synthetic_cells(["EN", "GN", "MN"], 5, seed=2)), other,

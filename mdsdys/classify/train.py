@@ -452,8 +452,18 @@ class StartingPoint:
     version: str
 
 
-def fine_tune_base(start: StartingPoint | None, config: ClsTrainConfig, scheme: LabelScheme) -> tuple[bool, str]:
-    """(whether training starts from `start`'s weights, why, in words)."""
+# Fine-tuning adapts a model to labels it has not seen while it still knows most of them; when more
+# than this share of a run's training cells is new to the active model (a first model trained on a
+# handful of cells, then a study's worth of labels), training starts from scratch.
+MAX_NEW_SHARE_TO_FINE_TUNE = 0.5
+
+
+def fine_tune_base(start: StartingPoint | None, config: ClsTrainConfig, scheme: LabelScheme,
+                   new_share: float = 0.0) -> tuple[bool, str]:
+    """(whether training starts from `start`'s weights, why, in words).
+
+    `new_share`: the share of the run's training and validation cells the active model never saw.
+    """
     if not config.fine_tune.enabled:
         return False, "from scratch (fine-tuning turned off)"
     if start is None:
@@ -467,7 +477,19 @@ def fine_tune_base(start: StartingPoint | None, config: ClsTrainConfig, scheme: 
     ) if theirs != ours]
     if checkpoint.get("kind") != "classifier" or differences:
         return False, f"from scratch (the active {start.version} differs in {', '.join(differences) or 'kind'})"
+    if new_share > MAX_NEW_SHARE_TO_FINE_TUNE:
+        return False, f"from scratch ({new_share:.0%} of the training cells are new to the active {start.version})"
     return True, f"fine-tuned from the active {start.version}"
+
+
+def _new_share(samples: list[CellSample], split: Split, start: StartingPoint | None) -> float:
+    """The share of the training and validation cells that `start`'s model did not train on (1.0 if unknown)."""
+    if start is None:
+        return 1.0
+    known = set(start.checkpoint.get("seen_cells") or [])
+    used = np.concatenate([split.train, split.val])
+    new = sum(1 for i in used if samples[int(i)].cell_id is None or int(samples[int(i)].cell_id) not in known)
+    return new / max(len(used), 1)
 
 
 def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
@@ -492,7 +514,7 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     y = _class_indices(samples, scheme)
     check_training_data(y, scheme, config.min_per_class)
     split = _split(samples, y, config, frozen_test, seen)
-    warm, origin = fine_tune_base(start_from, config, scheme)
+    warm, origin = fine_tune_base(start_from, config, scheme, _new_share(samples, split, start_from))
     if warm:
         tune = config.fine_tune
         config = dataclasses.replace(config, epochs=min(tune.epochs, config.epochs), lr=tune.lr,
