@@ -255,6 +255,15 @@ def test_a_run_whose_cells_are_mostly_new_to_the_active_model_trains_from_scratc
     assert "100% of the training cells are new to the active v1" in result.checkpoint["start"]["how"]
 
 
+def test_a_damaged_active_checkpoint_is_no_starting_point(tiny):
+    damaged = tiny.checkpoint | {"state_dict": {k: v.reshape(-1)[:1] for k, v in tiny.checkpoint["state_dict"].items()}}
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 6, seed=2)), SCHEME,
+                              dataclasses.replace(TINY, epochs=1), start_from=StartingPoint(damaged, "v1"))
+    assert result.checkpoint["start"] == {"fine_tuned_from": None,
+                                          "how": "from scratch (the active v1's weights could not be loaded)"}
+    assert result.checkpoint["config"]["lr"] == TINY.lr  # the from-scratch settings, not the fine-tuning ones
+
+
 def test_a_model_of_other_classes_is_not_a_starting_point(tiny):
     other = scheme_from_folders("syn3", ["EN", "GN", "MN"])
     result = train_classifier(samples_of(synthetic_cells(["EN", "GN", "MN"], 5, seed=2)), other,

@@ -126,7 +126,8 @@ class ClsTrainConfig:
     # 64 px cell on a CPU core).
     test_views: int = 4
     # Retraining with an active classifier of the same architecture, input size, classes and colour
-    # rule starts from its weights (FineTuneConfig); `enabled=False` always trains from scratch.
+    # rule, which has seen most of the run's cells, starts from its weights (FineTuneConfig, fine_tune_base);
+    # `enabled=False` always trains from scratch.
     fine_tune: FineTuneConfig = FineTuneConfig()
     seed: int = 0
 
@@ -515,6 +516,9 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     check_training_data(y, scheme, config.min_per_class)
     split = _split(samples, y, config, frozen_test, seen)
     warm, origin = fine_tune_base(start_from, config, scheme, _new_share(samples, split, start_from))
+    net, normalizer = _starting_net(config, scheme, start_from if warm else None)
+    if warm and normalizer is None:
+        warm, origin = False, f"from scratch (the active {start_from.version}'s weights could not be loaded)"
     if warm:
         tune = config.fine_tune
         config = dataclasses.replace(config, epochs=min(tune.epochs, config.epochs), lr=tune.lr,
@@ -525,13 +529,7 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
     raw = stack_squares([square_resize(s.crop, config.input_size) for s in samples])  # (N, 3, S, S) uint8
     colours = _slide_colours(raw, samples, reference)
     images = _in_reference_colour(raw, samples, colours, reference)  # what the network reads
-    torch.manual_seed(config.seed)
-    net = create_model(config.arch, len(scheme.codes))
-    if warm:  # the weights expect the scaling they were trained with
-        base = start_from.checkpoint
-        net.load_state_dict(base["state_dict"])
-        normalizer = Normalizer(tuple(base["normalizer"]["mean"]), tuple(base["normalizer"]["std"]))
-    else:
+    if normalizer is None:
         normalizer = Normalizer.fit(images[torch.from_numpy(split.train)])
     net = net.to(device, memory_format=memory_format(device))
     run = _Run(net, compute.wrap(net, world), world, images.to(device), torch.from_numpy(y).to(device),
@@ -557,6 +555,23 @@ def train_classifier(samples: Sequence[CellSample | tuple], scheme: LabelScheme,
         classifier, raw[train], raw[val], [samples[int(i)].group for i in split.val],
         inputs_train=images[train], inputs_val=images[val])
     return ClassifierResult(classifier, checkpoint, history, split)
+
+
+def _starting_net(config: ClsTrainConfig, scheme: LabelScheme,
+                  start: StartingPoint | None) -> tuple[nn.Module, Normalizer | None]:
+    """A new network, seeded; with `start`'s weights and input scaling when given and they load, else no scaling."""
+    torch.manual_seed(config.seed)
+    net = create_model(config.arch, len(scheme.codes))
+    if start is None:
+        return net, None
+    try:  # the weights expect the scaling they were trained with
+        net.load_state_dict(start.checkpoint["state_dict"])
+        scaling = start.checkpoint["normalizer"]
+        return net, Normalizer(tuple(float(v) for v in scaling["mean"]), tuple(float(v) for v in scaling["std"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or foreign checkpoint
+        log.warning("the active %s's weights could not be loaded (%s); training from scratch", start.version, exc)
+        torch.manual_seed(config.seed)
+        return create_model(config.arch, len(scheme.codes)), None
 
 
 def _slide_colours(images: torch.Tensor, samples: list[CellSample], reference: StainFit | None) -> dict[str, StainFit]:
