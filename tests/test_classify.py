@@ -213,7 +213,8 @@ def test_a_retrain_starts_from_the_active_models_weights_and_scaling(tiny):
     still = dataclasses.replace(TINY, fine_tune=FineTuneConfig(epochs=1, lr=1e-9, slide_balance_power=1.0))
     samples = samples_of(synthetic_cells(["EN", "GN"], 30, seed=1)) + \
         [CellSample(crop, code, "SYN-2", 100 + i) for i, (crop, code) in enumerate(synthetic_cells(["EN", "GN"], 4, 8))]
-    result = train_classifier(samples, SCHEME, still, start_from=StartingPoint(tiny.checkpoint, "v1"))
+    result = train_classifier(samples, SCHEME, still, frozen_test=set(tiny.checkpoint["test_cells"]),
+                              start_from=StartingPoint(tiny.checkpoint, "v1"))  # SYN-2's cells are new
     assert result.checkpoint["start"] == {"fine_tuned_from": "v1", "how": "fine-tuned from the active v1"}
     assert result.metrics["start"] == "fine-tuned from the active v1"
     assert len(result.history) == 1 and result.checkpoint["config"]["lr"] == 1e-9
@@ -227,9 +228,20 @@ def test_a_retrain_starts_from_the_active_models_weights_and_scaling(tiny):
 
 def test_fine_tuning_takes_at_most_the_runs_epochs(tiny):
     short = dataclasses.replace(TINY, epochs=2)  # FineTuneConfig's 15 would be more than asked for
-    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 8, seed=2)), SCHEME, short,
+    known = samples_of(synthetic_cells(["EN", "GN"], 30, seed=1))  # tiny's own cells, and two new ones
+    samples = known + [CellSample(crop, code, "SYN-1", 500 + i) for i, (crop, code) in
+                       enumerate(synthetic_cells(["EN", "GN"], 1, seed=3))]
+    result = train_classifier(samples, SCHEME, short, frozen_test=set(tiny.checkpoint["test_cells"]),
                               start_from=StartingPoint(tiny.checkpoint, "v1"))
     assert result.checkpoint["start"]["fine_tuned_from"] == "v1" and len(result.history) <= 2
+
+
+def test_a_retrain_on_the_cells_the_active_model_knows_is_a_fresh_run(tiny):
+    result = train_classifier(samples_of(synthetic_cells(["EN", "GN"], 30, seed=1)), SCHEME,
+                              dataclasses.replace(TINY, epochs=1), frozen_test=set(tiny.checkpoint["test_cells"]),
+                              start_from=StartingPoint(tiny.checkpoint, "v1"))
+    assert result.checkpoint["start"] == {"fine_tuned_from": None,
+                                          "how": "from scratch (no training cell is new to the active v1)"}
 
 
 @pytest.mark.parametrize("change, reason", [

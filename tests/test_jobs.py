@@ -1,16 +1,21 @@
 """The background worker: jobs run in-process and in a real subprocess, survive kills, and cancel."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mdsdys.config import load_settings
 from mdsdys.demo.study import build_demo
+from mdsdys.demo.synth import generate_cell
 from mdsdys.errors import MdsdysError
+from mdsdys.ingest.importer import SourceFile, import_cells
 from mdsdys.jobs import queue, worker
 from mdsdys.store import connect
 from mdsdys.store.audit import list_audit
@@ -41,6 +46,12 @@ def _wait(predicate, timeout=60.0, step=0.2):
 def _job(settings, job_id):
     with connect(settings.db_path) as db:
         return get_job(db, job_id)
+
+
+def _png(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _start_worker(settings) -> subprocess.Popen:
@@ -161,9 +172,14 @@ def test_a_classifier_retrain_fine_tunes_the_active_model_unless_told_not_to(hom
     settings = load_settings()
     run = {"epochs": 3, "batch_size": 8, "input_size": 32, "scheme": "mds8"}
     results = []
-    for overrides in (run, run, run | {"fine_tune": {"enabled": False}}):
+    for n, overrides in enumerate((run, run, run | {"fine_tune": {"enabled": False}})):
         with connect(settings.db_path) as db:
             db.execute("DELETE FROM jobs WHERE kind = 'propose_slides'")  # the first model's follow-up: not needed here
+            if n:  # a lab's next labels: a few cells new to the active model
+                rng = np.random.default_rng(n)
+                files = [SourceFile(f"{code}/new{i}.png", lambda c=code: _png(generate_cell(rng, c, 40)[0]))
+                         for code in ("EN", "GN") for i in range(3)]
+                assert import_cells(db, f"NEW-{n}", files, scheme_name="mds8").ok
         job_id = queue.enqueue(settings, "train_classifier", {"settings": overrides}, None, start_worker=False)
         worker.run_worker(settings, idle_exit_s=0, max_jobs=1)
         job = _job(settings, job_id)

@@ -455,7 +455,7 @@ class StartingPoint:
 
 # Fine-tuning adapts a model to labels it has not seen while it still knows most of them; when more
 # than this share of a run's training cells is new to the active model (a first model trained on a
-# handful of cells, then a study's worth of labels), training starts from scratch.
+# handful of cells, then a study's worth of labels), or none is, training starts from scratch.
 MAX_NEW_SHARE_TO_FINE_TUNE = 0.5
 
 
@@ -480,6 +480,8 @@ def fine_tune_base(start: StartingPoint | None, config: ClsTrainConfig, scheme: 
         return False, f"from scratch (the active {start.version} differs in {', '.join(differences) or 'kind'})"
     if new_share > MAX_NEW_SHARE_TO_FINE_TUNE:
         return False, f"from scratch ({new_share:.0%} of the training cells are new to the active {start.version})"
+    if new_share == 0:  # nothing to adapt to: a click on the same cells asks for a whole new run
+        return False, f"from scratch (no training cell is new to the active {start.version})"
     return True, f"fine-tuned from the active {start.version}"
 
 

@@ -90,8 +90,8 @@ def _start_rule(db: Database, scheme: str) -> str:
         return "from scratch (the scheme has no active classifier yet)"
     tune = ClsTrainConfig().fine_tune
     return (f"from the active {current.version}'s weights ({tune.epochs} epochs, each slide drawn as often as the "
-            f"largest) when the architecture matches and it has seen at least half of the training cells; "
-            f"otherwise from scratch")
+            f"largest) when the architecture matches and some, but at most half, of the training cells are new "
+            f"to it; otherwise from scratch")
 
 
 def _split_rule(db: Database, scheme: str, slides: int) -> str:
