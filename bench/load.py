@@ -35,8 +35,8 @@ from tests.browser.concurrency import (
 from tests.browser.server import build_demo_home, running_server
 
 log = logging.getLogger("bench.load")
-COLUMNS = ("sessions", "presses", "p50_s", "p95_s", "max_s", "lost", "duplicated", "unconfirmed", "locked_errors",
-           "exception_boxes", "training")
+COLUMNS = ("sessions", "presses", "p50_s", "p95_s", "max_s", "lost", "duplicated", "unconfirmed", "repressed",
+           "locked_errors", "exception_boxes", "training")
 
 
 def machine() -> dict:
@@ -64,7 +64,7 @@ def run(sessions: list[int], presses: int, epochs: int) -> dict:
             for n in sessions:
                 readers = create_readers(home, f"load{n}", n)
                 started = time.monotonic()
-                result = run_sessions(server.base_url, readers, presses)
+                result = run_sessions(server.base_url, home, readers, presses)
                 row = summarise(home, result) | {"training": job_state(home, job),
                                                  "wall_s": round(time.monotonic() - started, 1)}
                 log.info("%d sessions: %s", n, row)

@@ -26,6 +26,11 @@ from .conftest import CHROMIUM
 from .store_checks import current_reads, read_rows
 
 LOCKED = "database is locked"
+# A key press the server never receives (the page still shows the cell, and the store has no read of it)
+# loses nothing: the reader sees the same cell and presses again, and so does a session here, up to
+# MAX_REPRESSES times. A press that was saved but left the page on its cell is a failure.
+PRESS_WAIT_MS = 30_000
+MAX_REPRESSES = 2
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Session:
     username: str
     presses: list[steps.Press] = field(default_factory=list)
     attempted: list[tuple[int, str]] = field(default_factory=list)  # (cell, code) of every key pressed
+    repressed: int = 0  # presses that never reached the server, so were pressed again
     locked_errors: int = 0
     exception_boxes: int = 0
     error: str | None = None
@@ -84,7 +90,21 @@ def _scan(session: Session, page) -> None:
     session.exception_boxes += steps.exception_count(page)
 
 
-def _run_session(base_url: str, session: Session, password: str, presses: int, seed: int) -> None:
+def _press(home: Path, session: Session, page, key: str) -> None:
+    """Press one class key and wait for the next cell; press again if the first never reached the server."""
+    for attempt in range(MAX_REPRESSES + 1):
+        cell = steps.current_cell(page)
+        session.attempted.append((cell, steps.HOTKEY_CODES[key]))
+        try:
+            session.presses += steps.review_by_keys(page, key, timeout_ms=PRESS_WAIT_MS)
+            return
+        except steps.PageStuck:
+            if attempt == MAX_REPRESSES or cell in current_reads(home, session.username):
+                raise
+            session.repressed += 1
+
+
+def _run_session(base_url: str, home: Path, session: Session, password: str, presses: int, seed: int) -> None:
     from playwright.sync_api import sync_playwright
 
     keys = "".join(random.Random(seed).choice("12345678") for _ in range(presses))
@@ -96,8 +116,7 @@ def _run_session(base_url: str, session: Session, password: str, presses: int, s
                 steps.login_as(page, base_url, session.username, password)
                 steps.open_review(page)
                 for key in keys:  # one at a time, so a failure keeps the presses that went through
-                    session.attempted.append((steps.current_cell(page), steps.HOTKEY_CODES[key]))
-                    session.presses += steps.review_by_keys(page, key)
+                    _press(home, session, page, key)
                     _scan(session, page)
             finally:
                 browser.close()
@@ -105,10 +124,12 @@ def _run_session(base_url: str, session: Session, password: str, presses: int, s
         session.error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def run_sessions(base_url: str, usernames: list[str], presses: int, password: str = "load-reader-pass") -> list[Session]:
-    """Each reader reviews `presses` cells by keyboard in their own browser, all at once."""
+def run_sessions(base_url: str, home: Path, usernames: list[str], presses: int,
+                 password: str = "load-reader-pass") -> list[Session]:
+    """Each reader reviews `presses` cells by keyboard in their own browser, all at once, on the server
+    at `base_url` whose store is in `home`."""
     sessions = [Session(name) for name in usernames]
-    threads = [threading.Thread(target=_run_session, args=(base_url, s, password, presses, i), daemon=True)
+    threads = [threading.Thread(target=_run_session, args=(base_url, home, s, password, presses, i), daemon=True)
                for i, s in enumerate(sessions)]
     for thread in threads:
         thread.start()
@@ -120,14 +141,16 @@ def run_sessions(base_url: str, usernames: list[str], presses: int, password: st
 def check_store(home: Path, session: Session) -> dict[str, int]:
     """lost: confirmed presses (the page moved on) whose read is not the reader's current read in the store;
     duplicated: read rows of a cell beyond the key presses made on it; unconfirmed: presses after which the
-    page never moved on (their read may or may not be stored)."""
+    page never moved on (their read may or may not be stored), less those pressed again because the
+    server never received them."""
     submitted = {press.cell_id: press.code for press in session.presses}
     current = current_reads(home, session.username)
     lost = sum(1 for cell, code in submitted.items() if current.get(cell) != code)
     rows_per_cell = Counter(cell for cell, _, _ in read_rows(home, session.username))
     pressed_per_cell = Counter(cell for cell, _ in session.attempted)
     duplicated = sum(max(n - pressed_per_cell[cell], 0) for cell, n in rows_per_cell.items())
-    return {"lost": lost, "duplicated": duplicated, "unconfirmed": len(session.attempted) - len(session.presses)}
+    unconfirmed = len(session.attempted) - len(session.presses) - session.repressed
+    return {"lost": lost, "duplicated": duplicated, "unconfirmed": unconfirmed}
 
 
 def summarise(home: Path, sessions: list[Session]) -> dict:
@@ -138,7 +161,8 @@ def summarise(home: Path, sessions: list[Session]) -> dict:
     return {
         "sessions": len(sessions), "presses": len(times),
         "p50_s": round(quantile(50), 3), "p95_s": round(quantile(95), 3), "max_s": round(max(times, default=0), 3),
-        "lost": sum(c["lost"] for c in checks), "unconfirmed": sum(c["unconfirmed"] for c in checks), "duplicated": sum(c["duplicated"] for c in checks),
+        "lost": sum(c["lost"] for c in checks), "unconfirmed": sum(c["unconfirmed"] for c in checks),
+        "duplicated": sum(c["duplicated"] for c in checks), "repressed": sum(s.repressed for s in sessions),
         "locked_errors": sum(s.locked_errors for s in sessions),
         "exception_boxes": sum(s.exception_boxes for s in sessions),
         "session_errors": [f"{s.username}: {s.error}" for s in sessions if s.error],

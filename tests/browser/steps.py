@@ -32,6 +32,15 @@ STEP_TIMEOUT_MS = 60_000
 TRAIN_TIMEOUT_MS = 240_000
 
 
+class PageStuck(AssertionError):
+    """The page still shows the same cell long after a key press."""
+
+    def __init__(self, cell_label: int, seconds: float, screenshot: Path, page_text: str) -> None:
+        self.cell_label = cell_label
+        super().__init__(f"the page still shows cell {cell_label} {seconds:.0f} s after a key press "
+                         f"(see {screenshot}); it says: {page_text}")
+
+
 @dataclass(frozen=True)
 class Press:
     """One review key press: the cell it labelled, the code, and key press -> next cell shown, in seconds."""
@@ -121,7 +130,12 @@ def _wait_cell_changed(page: Page, before: int, timeout_ms: int, done_text: str 
                 return
         page.wait_for_timeout(50)
     shot = save_screenshot(page, f"stuck-on-cell-{before}")
-    raise AssertionError(f"the page still shows cell {before} {timeout_ms / 1000:.0f} s after a key press (see {shot})")
+    alerts = page.locator('[data-testid="stAlert"], [data-testid="stException"]').all_inner_texts()
+    state = page.locator('[data-testid="stApp"]').first
+    told = "; ".join(text.strip()[:200] for text in alerts) or "no message"
+    told += (f" (connection {state.get_attribute('data-test-connection-state')}, "
+             f"script {state.get_attribute('data-test-script-state')})")
+    raise PageStuck(before, timeout_ms / 1000, shot, told)
 
 
 def review_by_keys(page: Page, keys: str, before_press=None, timeout_ms: int = STEP_TIMEOUT_MS) -> list[Press]:
