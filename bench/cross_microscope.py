@@ -17,7 +17,8 @@ In one run, on 2 CPU cores:
    imported as slide BCCD and the classifier is retrained from the store by the worker's function,
    which fine-tunes the active (base) model (classify.train.FineTuneConfig); each model is scored on
    the BCCD cells outside the pool (k = 0 is the base model on those cells). At k = 50 it is also
-   fine-tuned without slide balancing and trained from scratch, to show what each buys.
+   fine-tuned without slide balancing and trained from scratch, to show what each buys. Each k's model
+   also meets the promotion gate against the base model (registry.promotion), as a lab's would.
 4. The out-of-distribution score's AUROC between held-out PBC cells and BCCD cells, and whether
    each folder, taken as one slide, is flagged.
 5. The segmenter on stain- and scale-shifted fields beside Otsu (bench/segmenter_shifts.py, when present).
@@ -58,6 +59,7 @@ from mdsdys.classify.train import ClsTrainConfig  # noqa: E402
 from mdsdys.config import Settings  # noqa: E402
 from mdsdys.imaging.geometry import mask_cell_box  # noqa: E402
 from mdsdys.ingest.importer import files_in_folder, import_cells  # noqa: E402
+from mdsdys.registry.promotion import promotion_gate  # noqa: E402
 from mdsdys.registry.retrain import train_classifier_from_store  # noqa: E402
 from mdsdys.store import connect  # noqa: E402
 
@@ -230,6 +232,10 @@ def run(args: argparse.Namespace) -> dict:
                 _, record_s, seconds_s = train_timed(settings, dataclasses.replace(config, fine_tune=scratch))
                 curve[-1]["scratch"] = {"train_s": seconds_s, **scored(load_classifier(record_s.path), bccd_rest)}
             curve[-1]["start"] = record_k.metrics.get("start")
+            with connect(settings.db_path) as db:
+                gate = promotion_gate(db, record_k)
+            curve[-1]["gate"] = {"allowed": gate.allowed, "candidate": gate.candidate, "active": gate.active,
+                                 "reason": gate.reason}
             log.info("k=%d: accuracy %.3f", k, curve[-1]["accuracy"])
         out["k_curve"] = curve
     out["segmenter"] = segmenter_part(args.quick)
@@ -262,14 +268,17 @@ def report(out: dict) -> str:
                   f"slides balanced with power {tune['slide_balance_power']}; at k in {K_COMPARED} also fine-tuned "
                   f"without slide balancing, and trained from scratch):",
               "| k | accuracy | macro-F1 (present) | train s | unbalanced accuracy | from scratch accuracy | "
-              "from scratch s | goal |",
-              "|---|---|---|---|---|---|---|---|"]
+              "from scratch s | passes the gate | goal |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for row in out["k_curve"]:
         plain, scratch = row.get("unbalanced") or {}, row.get("scratch") or {}
         goal = f"accuracy >= {GOALS['bccd_accuracy_k50']}" if row["k"] == 50 else ""
         scratch_s = f"{scratch['train_s']:.0f}" if scratch else "-"
+        gate = row.get("gate")
+        passes = "-" if gate is None else ("yes" if gate["allowed"] else "no")
         lines.append(f"| {row['k']} | {_f(row['accuracy'])} | {_f(row['macro_f1_present'])} | {row['train_s']:.0f} | "
-                     f"{_f(plain.get('accuracy'))} | {_f(scratch.get('accuracy'))} | {scratch_s} | {goal} |")
+                     f"{_f(plain.get('accuracy'))} | {_f(scratch.get('accuracy'))} | {scratch_s} | {passes} | {goal} |")
+    lines += [f"  gate at k = {row['k']}: {row['gate']['reason']}" for row in out["k_curve"] if row.get("gate")]
     ood = out.get("ood")
     lines += ["", f"OOD AUROC per cell, held-out PBC vs BCCD: {_f(ood['auroc'])} (goal >= {GOALS['ood_auroc']}); "
                   f"slide score (median) PBC {ood['pbc_median']:.2f}, BCCD {ood['bccd_median']:.2f}, threshold "
