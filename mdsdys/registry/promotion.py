@@ -3,9 +3,11 @@
 A classifier is compared with the active one by macro-F1 on the candidate's frozen test split;
 a segmenter by Dice on the candidate's validation fields. Both models are scored on the same
 cells or fields here, so the comparison is fair even when they were trained on different data.
-A classifier adapted to a lab's own slides (issue 13) passes too when it is better on the test cells
-of the slides the active model never trained on and at most ADAPTATION_TOLERANCE worse on the rest:
-those cells are few beside the ones the active model knew, so the pooled figure alone would refuse it.
+A classifier adapted to a lab's own slides (issue 13) passes too when it gains more on the test cells
+of the slides the active model never trained on than it loses on the rest, and loses there at most
+ADAPTATION_TOLERANCE: the new slides' test cells are few beside the ones the active model knew, so the
+pooled figure alone would refuse every adapted model (bench/cross_microscope.py: fine-tuning on 100
+BCCD cells took them from 0.26 to 0.90 and cost 0.03 on PBC's 256).
 After a promotion, detection or proposals are re-run in the background for unread cells only.
 """
 
@@ -37,7 +39,7 @@ from mdsdys.store.users import User
 
 # macro-F1 an adapted classifier may lose on the slides the active model knew (see the module docstring),
 # and the fewest test cells on new slides that can show it is better there.
-ADAPTATION_TOLERANCE = 0.02
+ADAPTATION_TOLERANCE = 0.05
 MIN_NEW_TEST_CELLS = 5
 
 
@@ -78,8 +80,8 @@ def promotion_gate(db: Database, candidate: ModelRecord) -> GateResult:
 def gate_verdict(pooled: PartScores, parts: Sequence[PartScores], metric: str, candidate: str,
                  active: str) -> tuple[bool, str]:
     """(allowed, why): at least as good on all the held-out data, or, with `parts` = (the slides new to
-    the active model, the slides it knew), better on the new ones and at most ADAPTATION_TOLERANCE worse
-    on the known ones."""
+    the active model, the slides it knew), a gain on the new ones larger than the loss on the known ones,
+    which is at most ADAPTATION_TOLERANCE."""
     line = (f"{candidate} scores {metric} {pooled.candidate:.3f} on {pooled.where}, "
             f"{{}} the active {active} ({pooled.active:.3f})")
     if pooled.candidate >= pooled.active:
@@ -87,9 +89,10 @@ def gate_verdict(pooled: PartScores, parts: Sequence[PartScores], metric: str, c
     detail = "; ".join(f"{p.where}: {p.candidate:.3f} against {p.active:.3f}" for p in parts)
     if len(parts) == 2:
         new, known = parts
-        if new.candidate > new.active and known.active - known.candidate <= ADAPTATION_TOLERANCE:
-            return True, (line.format("below") + f", but better on the slides {active} never trained on and at "
-                          f"most {ADAPTATION_TOLERANCE} lower on the ones it knew ({detail}).")
+        gain, loss = new.candidate - new.active, known.active - known.candidate
+        if gain > loss and loss <= ADAPTATION_TOLERANCE:
+            return True, (line.format("below") + f", but it gains more on the slides {active} never trained on "
+                          f"than it loses, at most {ADAPTATION_TOLERANCE}, on the ones it knew ({detail}).")
     return False, line.format("worse than") + (f" ({detail})." if detail else ".")
 
 
