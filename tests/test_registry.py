@@ -126,9 +126,9 @@ def _gate_store(db, tmp_path, monkeypatch, wrong_active, wrong_candidate, active
     seen = {"seen_cells": list(range(200))} if active_knows_its_cells else {}
     active = registry.register_model(db, tmp_path, base | seen | {"test_cells": list(range(200, 400))})
     candidate = registry.register_model(db, tmp_path, base | {"test_cells": test_cells, "seen_cells": list(range(410))})
-    stubs = {active.path: _StubClassifier(wrong_active), candidate.path: _StubClassifier(wrong_candidate)}
+    stubs = {active.version: _StubClassifier(wrong_active), candidate.version: _StubClassifier(wrong_candidate)}
     monkeypatch.setattr(promotion, "training_samples", lambda db, scheme: samples)
-    monkeypatch.setattr(promotion, "load_classifier", lambda path: stubs[path])
+    monkeypatch.setattr(promotion, "classifier_from_checkpoint", lambda checkpoint: stubs[checkpoint["version"]])
 
     def predict(classifier, cells):
         truth = np.array([classifier.codes.index(c.code) for c in cells])

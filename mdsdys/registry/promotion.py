@@ -22,7 +22,7 @@ from sqlite_utils import Database
 from mdsdys import stats
 from mdsdys.accounts import policy
 from mdsdys.checkpoints import load_checkpoint
-from mdsdys.classify.classifier import load_classifier, predict_by_slide
+from mdsdys.classify.classifier import classifier_from_checkpoint, predict_by_slide
 from mdsdys.classify.proposals import training_samples
 from mdsdys.config import Settings
 from mdsdys.errors import MdsdysError, PromotionRefused
@@ -82,18 +82,20 @@ def gate_verdict(pooled: PartScores, parts: Sequence[PartScores], metric: str, c
     """(allowed, why): at least as good on all the held-out data, or, with `parts` = (the slides new to
     the active model, the slides it knew), a gain on the new ones larger than the loss on the known ones,
     which is at most ADAPTATION_TOLERANCE."""
-    line = (f"{candidate} scores {metric} {pooled.candidate:.3f} on {pooled.where}, "
-            f"{{}} the active {active} ({pooled.active:.3f})")
+    def line(verdict: str) -> str:
+        return (f"{candidate} scores {metric} {pooled.candidate:.3f} on {pooled.where}, {verdict} the active "
+                f"{active} ({pooled.active:.3f})")
+
     if pooled.candidate >= pooled.active:
-        return True, line.format("at least as good as") + "."
+        return True, line("at least as good as") + "."
     detail = "; ".join(f"{p.where}: {p.candidate:.3f} against {p.active:.3f}" for p in parts)
     if len(parts) == 2:
         new, known = parts
         gain, loss = new.candidate - new.active, known.active - known.candidate
         if gain > loss and loss <= ADAPTATION_TOLERANCE:
-            return True, (line.format("below") + f", but it gains more on the slides {active} never trained on "
+            return True, (line("below") + f", but it gains more on the slides {active} never trained on "
                           f"than it loses, at most {ADAPTATION_TOLERANCE}, on the ones it knew ({detail}).")
-    return False, line.format("worse than") + (f" ({detail})." if detail else ".")
+    return False, line("worse than") + (f" ({detail})." if detail else ".")
 
 
 def _classifier_scores(db: Database, candidate: ModelRecord,
@@ -102,14 +104,15 @@ def _classifier_scores(db: Database, candidate: ModelRecord,
     cells are known and the test cells hold at least MIN_NEW_TEST_CELLS of slides it never trained on and
     some of slides it did) those two parts."""
     everything = training_samples(db, candidate.scheme)
-    test_cells = set(load_checkpoint(candidate.path).get("test_cells") or [])
+    checkpoints = [load_checkpoint(record.path) for record in (candidate, current)]  # each read once
+    test_cells = set(checkpoints[0].get("test_cells") or [])
     samples = [s for s in everything if s.cell_id in test_cells]
     if not samples:
         raise MdsdysError(f"{candidate.version} has no test cells left in the store to compare on; "
                           "promote with force if you are sure.")
     results = []  # (true class indices, predicted ones, number of classes) of each model
-    for record in (candidate, current):
-        classifier = load_classifier(record.path)
+    for checkpoint in checkpoints:
+        classifier = classifier_from_checkpoint(checkpoint)
         y_true = np.array([classifier.codes.index(s.code) for s in samples])
         results.append((y_true, predict_by_slide(classifier, samples).argmax(1), len(classifier.codes)))
 
@@ -118,7 +121,7 @@ def _classifier_scores(db: Database, candidate: ModelRecord,
         return PartScores(where, new, old)
 
     pooled = part(f"the same {len(samples)} test cells", np.ones(len(samples), dtype=bool))
-    seen = load_checkpoint(current.path).get("seen_cells")
+    seen = checkpoints[1].get("seen_cells")
     if seen is None:  # a checkpoint from before issue 14 does not say what it trained on
         return pooled, []
     seen = set(seen)

@@ -36,7 +36,6 @@ class PageStuck(AssertionError):
     """The page still shows the same cell long after a key press."""
 
     def __init__(self, cell_label: int, seconds: float, screenshot: Path, page_text: str) -> None:
-        self.cell_label = cell_label
         super().__init__(f"the page still shows cell {cell_label} {seconds:.0f} s after a key press "
                          f"(see {screenshot}); it says: {page_text}")
 
