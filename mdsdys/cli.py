@@ -192,6 +192,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run queued background jobs (the app also starts this by itself when a job is queued)."""
     from mdsdys.jobs import worker  # loads the handlers, and with them torch
 
+    worker.lower_priority()
     ran = worker.run_worker(settings, idle_exit_s=args.idle_exit, max_jobs=args.max_jobs)
     print(f"Worker finished: {ran} job(s) run.")
     return 0

@@ -62,7 +62,9 @@ def _start_worker(settings) -> subprocess.Popen:
 
 def test_a_training_job_runs_in_process_and_reports_epochs(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
     assert worker.run_worker(settings, idle_exit_s=0, max_jobs=1) == 1
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # only the `mdsdys worker` process lowers its own
     job = _job(settings, job_id)
     assert job.state == "done", job.error
     assert [h["epoch"] for h in job.progress["history"]] == [1, 2]
@@ -79,11 +81,32 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
     assert scored == fields > 0
 
 
-def test_a_job_runs_in_a_real_worker_subprocess(settings):
+def _unfinished_jobs(settings) -> int:
+    with connect(settings.db_path) as db:
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+
+
+def _wait_exit(process: subprocess.Popen, timeout: float) -> int:
+    """The worker's exit code; on a timeout it is killed and its output shown."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.communicate()[0].decode(errors="replace")
+        raise AssertionError(f"the worker did not exit within {timeout:.0f} s:\n{output[-3000:]}") from None
+
+
+def test_a_job_runs_in_a_real_worker_subprocess_at_a_lower_priority_and_exits_when_idle(settings):
     job_id = queue.enqueue(settings, "train_segmenter", {"settings": TINY}, None, start_worker=False)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
     process = _start_worker(settings)
+    lowered = min(own + worker.WORKER_NICENESS, 19)
+    assert _wait(lambda: os.getpriority(os.PRIO_PROCESS, process.pid) == lowered, timeout=60)
     assert _wait(lambda: _job(settings, job_id).state == "done", timeout=120), _job(settings, job_id)
-    process.wait(timeout=30)
+    # The first segmenter queues detection on every slide; the worker takes that too, then idles out.
+    assert _wait(lambda: _unfinished_jobs(settings) == 0, timeout=180)
+    assert _wait_exit(process, timeout=60) == 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the test's own process kept its priority
 
 
 def test_kill_9_mid_training_marks_the_job_failed_and_keeps_the_active_model(settings):
@@ -111,7 +134,7 @@ def test_cancel_stops_a_running_job_within_seconds(settings):
     asked = time.monotonic()
     assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=30)
     assert time.monotonic() - asked < 10
-    process.wait(timeout=30)
+    _wait_exit(process, timeout=60)
     with connect(settings.db_path) as db:
         assert list_models(db) == []
 
@@ -131,7 +154,7 @@ def test_only_one_worker_runs_at_a_time(settings):
     assert worker.run_worker(settings, idle_exit_s=0) == 0  # refused: the lock is held
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
-    process.wait(timeout=60)
+    _wait_exit(process, timeout=60)
     assert not queue.worker_alive(settings)
 
 
@@ -204,7 +227,7 @@ def test_cancelling_a_classifier_run_ends_cancelled_not_failed(settings):
     with connect(settings.db_path) as db:
         request_cancel(db, job_id)
     assert _wait(lambda: _job(settings, job_id).state == "cancelled", timeout=60), _job(settings, job_id)
-    process.wait(timeout=60)
+    _wait_exit(process, timeout=60)
     with connect(settings.db_path) as db:
         assert active_model(db, "classifier", "mds8") is None
 

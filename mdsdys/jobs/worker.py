@@ -3,7 +3,8 @@
 Pages only queue jobs (`mdsdys.jobs.queue`) and read their progress from the store (STYLE.md,
 convention 7). A file lock makes sure at most one worker runs per store, which also means one
 training job at a time; a worker killed mid-job releases the lock, and the next worker marks its
-job failed before taking new work.
+job failed before taking new work. The `mdsdys worker` process lowers its own priority
+(`lower_priority`); `run_worker` called in-process leaves the caller's priority alone.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def run_worker(settings: Settings, idle_exit_s: float = IDLE_EXIT_S, max_jobs: i
         log.info("another worker is running; this one exits")
         return 0
     try:
-        _lower_priority()
         with connect(settings.db_path) as db:
             for job_id in fail_orphaned_jobs(db, os.getpid()):
                 log.warning("job %s lost its worker and was marked failed", job_id)
@@ -58,7 +58,8 @@ def run_worker(settings: Settings, idle_exit_s: float = IDLE_EXIT_S, max_jobs: i
         lock.close()
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
+    """Lower this process's scheduling priority, so review pages stay responsive while a model trains."""
     try:
         os.nice(WORKER_NICENESS)
     except OSError as exc:

@@ -40,6 +40,7 @@ class DemoServer:
     process: subprocess.Popen
     base_url: str
     log_path: Path
+    home: Path
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's combined stdout and stderr."""
@@ -79,7 +80,7 @@ def start_server(home: Path, port: int | None = None, timeout_s: float = STARTUP
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # own process group, so stop_server reaches children
-    server = DemoServer(process, f"http://127.0.0.1:{port}", log_path)
+    server = DemoServer(process, f"http://127.0.0.1:{port}", log_path, home)
     try:
         _wait_healthy(server, timeout_s)
     except ServerStartError:
@@ -110,17 +111,59 @@ def _health(base_url: str) -> str:
 
 
 def stop_server(server: DemoServer, grace_s: float = 10.0) -> None:
-    """Stop the server's whole process group: SIGTERM, then SIGKILL after `grace_s`."""
-    if server.process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
+    """Stop the server's whole process group (SIGTERM, then SIGKILL after `grace_s`), then its store's worker."""
+    if server.process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=grace_s)
+            os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=grace_s)
+    stop_worker(server.home, grace_s)
+
+
+def stop_worker(home: Path, grace_s: float = 10.0) -> None:
+    """Kill every worker process of the store in `home` (started with MDSDYS_HOME = home), and wait for them.
+
+    The app starts its worker in a session of its own, so that jobs outlive a restarted server; a test's
+    worker would otherwise go on detecting or training through the tests after it (the killed-import
+    test's detection of 400 fields ran for 18 minutes) and starve their workers.
+    """
+    pids = worker_pids(home)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace_s
+    while (left := [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers {left} of {home} did not stop within {grace_s:.0f} s")
+        time.sleep(0.1)
+
+
+def worker_pids(home: Path) -> list[int]:
+    """Pids of `mdsdys.cli worker` processes whose MDSDYS_HOME is `home` (Linux /proc)."""
+    wanted = {f"MDSDYS_HOME={path}".encode() for path in (home, home.resolve())}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if b"mdsdys.cli" in command and b"worker" in command and wanted & set(environment):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @contextlib.contextmanager

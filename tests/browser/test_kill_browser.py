@@ -21,7 +21,7 @@ from mdsdys.store.stats import store_counts
 
 from . import steps
 from .actions import files_input, save_screenshot, wait_for_app
-from .server import build_demo_home, start_server, stop_server
+from .server import build_demo_home, start_server, stop_server, worker_pids
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -100,3 +100,4 @@ def test_a_server_killed_mid_import_keeps_whole_batches_and_a_second_import_comp
         context.close()
         stop_server(server)
     assert _slide_fields(home) == FIELDS
+    assert worker_pids(home) == []  # its detection of the 400 fields stops with the server (tests/browser/server.py)
