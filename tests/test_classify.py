@@ -21,7 +21,9 @@ from mdsdys.classify.classifier import (
     load_classifier,
     predict_proba,
 )
+from mdsdys.classify import proposals
 from mdsdys.classify.evaluate import evaluate_classifier, markdown_table
+from mdsdys.classify.performance import model_performance
 from mdsdys.classify.proposals import (
     CellRef,
     cell_sources,
@@ -39,8 +41,10 @@ from mdsdys.classify.train import (
 )
 from mdsdys.demo.synth import generate_cell
 from mdsdys.errors import (
+    MdsdysError,
     NoCellsError,
     NotFoundError,
+    PermissionDeniedError,
     SchemeError,
     TrainingCancelled,
     TrainingDataError,
@@ -64,7 +68,9 @@ from mdsdys.store.cells import (
     list_cells,
     patch_image_data,
     save_proposals,
+    slides_of_cells,
 )
+from mdsdys.store.consensus import put_decision
 from mdsdys.store.patches import StoredImage, add_cell, add_patch
 from mdsdys.store.reads import put_read
 from mdsdys.store.slides import ensure_default_scheme, ensure_slide, find_slide
@@ -402,6 +408,38 @@ def test_training_samples_come_from_human_labels_only(db, home, tiny):
     assert model_only not in ids and read_cell in ids
     assert len(samples) == 7
     assert all(s.crop.shape == (32, 32, 3) and s.group == "SYN-1" for s in samples)
+
+
+def test_training_samples_of_chosen_cells_decode_only_those(db, home, monkeypatch):
+    first = import_synthetic(db, "SYN-1", "syn2", per_class=3)
+    second = import_synthetic(db, "SYN-2", "syn2", per_class=3, seed=8)
+    chosen = [list_cells(db, first)[0].id, list_cells(db, second)[1].id]
+    decoded = []
+
+    def counting_decode(sources, size):
+        decoded.extend(sources)
+        return decode_sources(sources, size)
+    monkeypatch.setattr(proposals, "decode_sources", counting_decode)
+    samples = training_samples(db, "syn2", size=32, cell_ids={*chosen, 10**9})  # an id not in the store
+    assert [s.cell_id for s in samples] == sorted(chosen) and len(decoded) == 2
+    assert {s.group for s in samples} == {"SYN-1", "SYN-2"}
+    assert slides_of_cells(db, [chosen[0], 10**9]) == {"SYN-1"}
+    assert slides_of_cells(db, []) == set()
+
+
+def test_performance_scores_the_active_model_on_its_test_cells_or_the_settled_ones(db, home, tiny):
+    slide_id = import_synthetic(db, "SYN-1", "syn2", per_class=4)
+    cells = [c.id for c in list_cells(db, slide_id)]
+    versions.register_model(db, home / "models", tiny.checkpoint | {"test_cells": cells[:5] + [10**9]})
+    judge = insert_user(db, "judge", "adjudicator", "h")
+    scored = model_performance(db, judge, "syn2", "test")
+    assert scored["n"] == 5 and scored["accuracy"].n == 5
+    with pytest.raises(MdsdysError, match="Settle disagreements"):
+        model_performance(db, judge, "syn2", "consensus")
+    put_decision(db, cells[6], "EN", [], "other", "settled at the microscope", judge.id)
+    assert model_performance(db, judge, "syn2", "consensus")["n"] == 1
+    with pytest.raises(PermissionDeniedError):
+        model_performance(db, insert_user(db, "ann", "reader", "h"), "syn2", "test")
 
 
 def test_imported_cells_store_thumbnails_that_proposals_and_training_read(db, home, tiny):

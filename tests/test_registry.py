@@ -127,7 +127,9 @@ def _gate_store(db, tmp_path, monkeypatch, wrong_active, wrong_candidate, active
     active = registry.register_model(db, tmp_path, base | seen | {"test_cells": list(range(200, 400))})
     candidate = registry.register_model(db, tmp_path, base | {"test_cells": test_cells, "seen_cells": list(range(410))})
     stubs = {active.version: _StubClassifier(wrong_active), candidate.version: _StubClassifier(wrong_candidate)}
-    monkeypatch.setattr(promotion, "training_samples", lambda db, scheme: samples)
+    monkeypatch.setattr(promotion, "training_samples",
+                        lambda db, scheme, cell_ids: [s for s in samples if s.cell_id in set(cell_ids)])
+    monkeypatch.setattr(promotion, "slides_of_cells", lambda db, ids: {s.group for s in samples if s.cell_id in set(ids)})
     monkeypatch.setattr(promotion, "classifier_from_checkpoint", lambda checkpoint: stubs[checkpoint["version"]])
 
     def predict(classifier, cells):

@@ -49,9 +49,7 @@ def model_performance(db: Database, viewer: User, scheme: str, on: str = "test")
 def _evaluation_cells(db: Database, checkpoint_path: str, scheme: str, on: str) -> list:
     if on not in EVALUATION_SETS:
         raise MdsdysError(f"Evaluate on one of {', '.join(EVALUATION_SETS)}, not {on!r}.")
-    samples = training_samples(db, scheme)
     if on == "test":
-        test_cells = set(load_checkpoint(checkpoint_path).get("test_cells") or [])
-        return [s for s in samples if s.cell_id in test_cells]
+        return training_samples(db, scheme, cell_ids=load_checkpoint(checkpoint_path).get("test_cells") or [])
     settled = {c.cell_id for c in final_labels(db, scheme, human_only=True) if c.label.source == "consensus"}
-    return [s for s in samples if s.cell_id in settled]
+    return training_samples(db, scheme, cell_ids=settled)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -117,14 +117,18 @@ def _decode_batch(sources: Sequence[Source], size: int) -> tuple[list[int], torc
     return ids, stack_squares(squares)
 
 
-def training_samples(db: Database, scheme_name: str, size: int | None = None) -> list[CellSample]:
+def training_samples(db: Database, scheme_name: str, size: int | None = None,
+                     cell_ids: Collection[int] | None = None) -> list[CellSample]:
     """Every cell of the scheme with a human final label (consensus, then reads incl. imported; never proposals).
 
     Crops are (size, size, 3) squares as the model of that input side reads them (see cell_sources);
-    without `size`, the zero-padded crops at full resolution.
+    without `size`, the zero-padded crops at full resolution. `cell_ids`: only these cells, so a caller
+    that needs a model's test cells does not decode every labelled crop of the scheme.
     """
+    wanted = None if cell_ids is None else {int(i) for i in cell_ids}
     # A cell a reader could not assess is no example of any class (issue 17).
-    labelled = [c for c in final_labels(db, scheme_name, human_only=True) if c.label.code != UNASSESSABLE]
+    labelled = [c for c in final_labels(db, scheme_name, human_only=True) if c.label.code != UNASSESSABLE
+                and (wanted is None or c.cell_id in wanted)]
     by_id = {cell.cell_id: cell for cell in labelled}
     refs = sorted((CellRef(c.cell_id, c.patch_id, c.box) for c in labelled), key=lambda r: (r.patch_id, r.cell_id))
     samples = []

@@ -32,6 +32,7 @@ from mdsdys.segment.evaluate import evaluate_segmenter
 from mdsdys.segment.segmenter import load_segmenter
 from mdsdys.store import write_transaction
 from mdsdys.store.audit import log_action
+from mdsdys.store.cells import slides_of_cells
 from mdsdys.store.models import ModelRecord, activate_model, active_model, get_model
 from mdsdys.store.users import User
 
@@ -103,10 +104,8 @@ def _classifier_scores(db: Database, candidate: ModelRecord,
     """Both classifiers on the candidate's test cells: all of them, and (when the active model's training
     cells are known and the test cells hold at least MIN_NEW_TEST_CELLS of slides it never trained on and
     some of slides it did) those two parts."""
-    everything = training_samples(db, candidate.scheme)
     checkpoints = [load_checkpoint(record.path) for record in (candidate, current)]  # each read once
-    test_cells = set(checkpoints[0].get("test_cells") or [])
-    samples = [s for s in everything if s.cell_id in test_cells]
+    samples = training_samples(db, candidate.scheme, cell_ids=checkpoints[0].get("test_cells") or [])
     if not samples:
         raise MdsdysError(f"{candidate.version} has no test cells left in the store to compare on; "
                           "promote with force if you are sure.")
@@ -124,8 +123,7 @@ def _classifier_scores(db: Database, candidate: ModelRecord,
     seen = checkpoints[1].get("seen_cells")
     if seen is None:  # a checkpoint from before issue 14 does not say what it trained on
         return pooled, []
-    seen = set(seen)
-    known_slides = {s.group for s in everything if s.cell_id in seen}
+    known_slides = slides_of_cells(db, seen)
     on_new = np.array([s.group not in known_slides for s in samples])
     if on_new.sum() < MIN_NEW_TEST_CELLS or on_new.all():
         return pooled, []

@@ -163,6 +163,12 @@ def cell_thumbnails(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
                           [int(c) for c in cell_ids]))
 
 
+def slides_of_cells(db: Database, cell_ids: Sequence[int]) -> set[str]:
+    """The case ids of the slides these cells are on (cells no longer in the store are skipped)."""
+    return {row[0] for row in select_in(db, "SELECT DISTINCT s.case_id FROM cells c JOIN slides s ON s.id = c.slide_id "
+                                            "WHERE c.id IN ({})", [int(c) for c in cell_ids])}
+
+
 def cell_nuclei(db: Database, cell_ids: Sequence[int]) -> dict[int, bytes]:
     """The stored nucleus masks of several cells: {cell id: PNG bytes}; cells without one are absent."""
     return dict(select_in(db, "SELECT id, nucleus_png FROM cells WHERE id IN ({}) AND nucleus_png IS NOT NULL",
