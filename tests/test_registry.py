@@ -129,7 +129,8 @@ def _gate_store(db, tmp_path, monkeypatch, wrong_active, wrong_candidate, active
     stubs = {active.version: _StubClassifier(wrong_active), candidate.version: _StubClassifier(wrong_candidate)}
     monkeypatch.setattr(promotion, "training_samples",
                         lambda db, scheme, cell_ids: [s for s in samples if s.cell_id in set(cell_ids)])
-    monkeypatch.setattr(promotion, "slides_of_cells", lambda db, ids: {s.group for s in samples if s.cell_id in set(ids)})
+    monkeypatch.setattr(promotion, "slides_of_cells",
+                        lambda db, ids: {s.group for s in samples if s.cell_id in set(ids)})
     monkeypatch.setattr(promotion, "classifier_from_checkpoint", lambda checkpoint: stubs[checkpoint["version"]])
 
     def predict(classifier, cells):
