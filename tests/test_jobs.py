@@ -19,7 +19,7 @@ from mdsdys.ingest.importer import SourceFile, import_cells
 from mdsdys.jobs import queue, worker
 from mdsdys.store import connect
 from mdsdys.store.audit import list_audit
-from mdsdys.store.jobs import get_job, request_cancel
+from mdsdys.store.jobs import get_job, has_active_job, request_cancel
 from mdsdys.store.models import active_model, list_models
 
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "crop": 64, "max_seconds": None,
@@ -46,6 +46,11 @@ def _wait(predicate, timeout=60.0, step=0.2):
 def _job(settings, job_id):
     with connect(settings.db_path) as db:
         return get_job(db, job_id)
+
+
+def _any_job_active(settings) -> bool:
+    with connect(settings.db_path) as db:
+        return has_active_job(db)
 
 
 def _png(array) -> bytes:
@@ -81,11 +86,6 @@ def test_a_training_job_runs_in_process_and_reports_epochs(settings):
     assert scored == fields > 0
 
 
-def _unfinished_jobs(settings) -> int:
-    with connect(settings.db_path) as db:
-        return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
-
-
 def _wait_exit(process: subprocess.Popen, timeout: float) -> int:
     """The worker's exit code; on a timeout it is killed and its output shown."""
     try:
@@ -104,7 +104,7 @@ def test_a_job_runs_in_a_real_worker_subprocess_at_a_lower_priority_and_exits_wh
     assert _wait(lambda: os.getpriority(os.PRIO_PROCESS, process.pid) == lowered, timeout=60)
     assert _wait(lambda: _job(settings, job_id).state == "done", timeout=120), _job(settings, job_id)
     # The first segmenter queues detection on every slide; the worker takes that too, then idles out.
-    assert _wait(lambda: _unfinished_jobs(settings) == 0, timeout=180)
+    assert _wait(lambda: not _any_job_active(settings), timeout=180)
     assert _wait_exit(process, timeout=60) == 0
     assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the test's own process kept its priority
 

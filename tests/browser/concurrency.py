@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdsdys.accounts import auth
-from mdsdys.config import Settings
 from mdsdys.registry.retrain import queue_training
 from mdsdys.store import connect
 from mdsdys.store.jobs import get_job, request_cancel
@@ -23,6 +22,7 @@ from mdsdys.store.users import find_user
 
 from . import steps
 from .conftest import CHROMIUM
+from .server import settings_for
 from .store_checks import current_reads, read_rows
 
 LOCKED = "database is locked"
@@ -44,11 +44,6 @@ class Session:
     locked_errors: int = 0
     exception_boxes: int = 0
     error: str | None = None
-
-
-def settings_for(home: Path) -> Settings:
-    """The app's settings for a demo home (what the server sees with MDSDYS_HOME=home)."""
-    return Settings(home=home, db_path=home / "labels.db", models_dir=home / "models", demo=True)
 
 
 def create_readers(home: Path, prefix: str, count: int, password: str = "load-reader-pass") -> list[str]:

@@ -19,7 +19,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdsdys.config import Settings
 from mdsdys.demo.study import build_demo
+from mdsdys.jobs import queue
 from mdsdys.store import connect
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class DemoServer:
         """The last lines of the server's combined stdout and stderr."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def settings_for(home: Path) -> Settings:
+    """The app's settings for a demo home (what the server sees with MDSDYS_HOME=home)."""
+    return Settings(home=home, db_path=home / "labels.db", models_dir=home / "models", demo=True)
 
 
 def build_demo_home(home: Path, seed: int = 0) -> Path:
@@ -131,14 +138,13 @@ def stop_worker(home: Path, grace_s: float = 10.0) -> None:
     worker would otherwise go on detecting or training through the tests after it (the killed-import
     test's detection of 400 fields ran for 18 minutes) and starve their workers.
     """
-    pids = worker_pids(home)
-    for pid in pids:
+    for pid in worker_pids(home):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace_s
-    while (left := [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]):
+    while queue.worker_alive(settings_for(home)):  # a dead worker's lock is released with its files
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the workers {left} of {home} did not stop within {grace_s:.0f} s")
+            raise RuntimeError(f"the worker of {home} did not stop within {grace_s:.0f} s")
         time.sleep(0.1)
 
 
@@ -157,13 +163,6 @@ def worker_pids(home: Path) -> list[int]:
         if b"mdsdys.cli" in command and b"worker" in command and wanted & set(environment):
             pids.append(int(entry.name))
     return pids
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @contextlib.contextmanager
