@@ -70,6 +70,33 @@ def test_the_same_cell_is_cut_to_the_same_content_whatever_the_image_size_around
     assert np.abs(squares[0] - whole).mean() > 3 * np.abs(squares[0] - squares[1]).mean()  # the old whole-image cut
 
 
+def _among_thick_red_cells(image: np.ndarray, mask: np.ndarray, side: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    """The cell in a wide field crowded with stacked red cells (BCCD's smears), and its mask in that field."""
+    pad = (side - image.shape[0]) // 2
+    field = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge").astype(np.float64)
+    truth = np.pad(mask > 0, pad)
+    yy, xx = np.mgrid[:side, :side]
+    haemoglobin = -np.log(np.array([0.88, 0.57, 0.59]))  # absorbs blue and green, transmits red
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        cy, cx = rng.uniform(0, side, 2)
+        if np.hypot(cy - side / 2, cx - side / 2) < 45:
+            continue  # red cells lie around the white cell, not over it
+        disc = np.hypot(yy - cy, xx - cx) < 16
+        field[disc] *= np.exp(-2.5 * haemoglobin)  # two or three red cells stacked
+    return field.astype(np.uint8), truth
+
+
+def test_stacked_red_cells_around_a_cell_are_not_taken_for_its_nucleus():
+    image, mask = _cell(seed=4, size=96, diameter=30)
+    field, truth = _among_thick_red_cells(image, mask)
+    found = find_nucleus(field)
+    assert found is not None
+    dice = 2 * np.sum(found.mask & truth) / (found.mask.sum() + truth.sum())
+    assert dice > 0.8
+    assert found.cell_box[2] <= 1.15 * mask_cell_box(truth)[2]  # the cut is the cell's, not the red cells'
+
+
 def test_the_cell_box_is_the_nucleus_box_grown_by_half_a_diameter():
     assert cell_box((40, 50, 20, 30), 20.0, (200, 200)) == (25, 40, 50, 50)
     mask = np.zeros((100, 100), np.uint8)

@@ -5,10 +5,13 @@ A detected cell's box is its nucleus box grown by half a nucleus diameter on eac
 same rule around the nucleus found in it (`single_cell_box`), so a cell reaches the model at the same
 size whether it came from a 120 px crop, a 360 px CellaVision image or a detected field.
 
-Finding the nucleus of a single-cell image is classical, so import needs no model runtime: nuclei
-absorb red light strongly in every Romanowsky stain (May-Grünwald-Giemsa, Wright, rapid stains),
-while red cells and most cytoplasm transmit it; counted from the image's own glass, the red optical
-density is therefore high in nuclei whatever the lamp's colour. Torch-free.
+Finding the nucleus of a single-cell image is classical, so import needs no model runtime. In every
+Romanowsky stain (May-Grünwald-Giemsa, Wright, rapid stains) the chromatin's azure-eosinate is purple:
+it absorbs red light more than blue. Haemoglobin and eosin (red cells, eosinophil granules, the pink
+cytoplasm of granulocytes) absorb blue and green and transmit red. So the red optical density less half
+the blue one, each counted from the image's own glass, is high in nuclei and low in red cells, whatever
+the lamp's colour (`nucleus_density`). The red density alone also picked up red cells wherever they lie
+thick or overlap (BCCD's smears): the cut of a cell in a wide field grew up to 1.7x. Torch-free.
 
 Array conventions: `rgb` (H, W, 3) uint8; boxes are (x, y, w, h) in pixels.
 """
@@ -34,11 +37,18 @@ GEOMETRY_RULE = "nucleus box + margin x nucleus diameter, squared"
 # (~60 px nucleus -> ~21 px), small enough to take ~2 ms.
 _WORK_SIDE = 128
 _GLASS_PERCENTILE = 99   # per channel: the glass between cells is the brightest part of a smear image
+# The share of the blue density taken from the red one (nucleus_density). On BCCD's 283 white cells, each
+# in a field 3.5 nucleus diameters wide, against their drawn nucleus masks: the cut's median ratio to
+# the mask's was 1.17 with the red density alone (90th percentile 1.71), 1.00 (1.09) at 0.5, 0.98
+# (1.04) at 1.0, which shaves the sky-blue rim off lymphocytes' nuclei less well (recall 0.92
+# against 0.96). On PBC's nucleated cells the cut moves by under 2% (median); platelets are now cut
+# around the platelet, where the red density took the red cells around it.
+BLUE_SHARE = 0.5
 # Pieces of nucleus within this share of the main piece's diameter are lobes of it (neutrophils,
 # eosinophils); smaller than MIN_PIECE of its area they are specks (platelets beside the cell, debris).
 _LOBE_REACH = 0.45
 _MIN_PIECE = 0.08
-# A red optical density this far above the glass is dark enough to be a nucleus in any stain seen
+# A nucleus density this far above the glass is dark enough to be a nucleus in any stain seen
 # (the threshold between nucleus and the rest is Otsu's, but never lower than this).
 _MIN_NUCLEUS_OD = 0.12
 
@@ -74,11 +84,12 @@ def cell_box(nucleus: Box, diameter: float, image_shape: tuple[int, ...], margin
     return left, top, side, side
 
 
-def red_density(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) float: optical density of the red channel, counted from the image's own glass."""
-    red = np.asarray(rgb)[..., 0].astype(np.float32) + 1.0
-    glass = float(np.percentile(red, _GLASS_PERCENTILE))
-    return np.log(glass / np.minimum(red, glass))
+def nucleus_density(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float >= 0: red optical density less BLUE_SHARE of the blue one, each from the image's own glass."""
+    light = np.asarray(rgb)[..., :3].astype(np.float32) + 1.0
+    glass = np.percentile(light.reshape(-1, 3), _GLASS_PERCENTILE, axis=0)
+    density = np.log(glass / np.minimum(light, glass))
+    return np.clip(density[..., 0] - BLUE_SHARE * density[..., 2], 0.0, None)
 
 
 def find_nucleus(rgb: np.ndarray) -> FoundNucleus | None:
@@ -89,7 +100,7 @@ def find_nucleus(rgb: np.ndarray) -> FoundNucleus | None:
     small = rgb if scale == 1.0 else np.asarray(
         Image.fromarray(rgb).resize((max(1, round(width * scale)), max(1, round(height * scale))),
                                     Image.Resampling.BILINEAR))
-    od = ndimage.gaussian_filter(red_density(small), 1.0)
+    od = ndimage.gaussian_filter(nucleus_density(small), 1.0)
     if float(od.max()) < _MIN_NUCLEUS_OD:
         return None
     threshold = max(_MIN_NUCLEUS_OD, float(threshold_otsu(od)) if od.min() < od.max() else _MIN_NUCLEUS_OD)
@@ -141,11 +152,11 @@ def single_cell_box(rgb: np.ndarray) -> Box:
     return found.cell_box
 
 
-def mask_cell_box(mask: np.ndarray) -> Box | None:
+def mask_cell_box(mask: np.ndarray, margin: float = CELL_MARGIN) -> Box | None:
     """The cell box around a known nucleus mask ((H, W), nonzero = nucleus), by the same rule; None if empty."""
     mask = np.asarray(mask) > 0
     if not mask.any():
         return None
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-    return cell_box(box, 2.0 * math.sqrt(float(mask.sum()) / math.pi), mask.shape)
+    return cell_box(box, 2.0 * math.sqrt(float(mask.sum()) / math.pi), mask.shape, margin)
