@@ -40,9 +40,9 @@ _GLASS_PERCENTILE = 99   # per channel: the glass between cells is the brightest
 # The share of the blue density taken from the red one (nucleus_density). On BCCD's 283 white cells, each
 # in a field 3.5 nucleus diameters wide, against their drawn nucleus masks: the cut's median ratio to
 # the mask's was 1.17 with the red density alone (90th percentile 1.71), 1.00 (1.09) at 0.5, 0.98
-# (1.04) at 1.0, which shaves the sky-blue rim off lymphocytes' nuclei less well (recall 0.92
-# against 0.96). On PBC's nucleated cells the cut moves by under 2% (median); platelets are now cut
-# around the platelet, where the red density took the red cells around it.
+# (1.04) at 1.0, which loses more of the nucleus itself (pixel recall 0.92 against 0.96 at 0.5). On
+# PBC's nucleated cells the cut moves by under 2% (median); platelets are now cut around the platelet,
+# where the red density took the red cells around it (docs/notes/issue13-classifier.md).
 BLUE_SHARE = 0.5
 # Pieces of nucleus within this share of the main piece's diameter are lobes of it (neutrophils,
 # eosinophils); smaller than MIN_PIECE of its area they are specks (platelets beside the cell, debris).
