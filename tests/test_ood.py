@@ -12,6 +12,7 @@ from mdsdys.classify.archs import create_model, embedding_head, list_models
 from mdsdys.classify.classifier import (
     MAX_VIEWS,
     CellSample,
+    central_view,
     classifier_from_checkpoint,
     dihedral_view,
     predict_squares,
@@ -109,9 +110,9 @@ def test_every_architecture_exposes_its_embedding(name):
 
 
 def test_test_time_views_make_a_mirrored_cell_read_as_the_cell(trained):
-    """Four orientations per cell (the default): a slide and its mirror image get the same proposals and scores."""
+    """Two orientations per cell (the default): a slide and its mirror image get the same proposals and scores."""
     classifier = classifier_from_checkpoint(trained.checkpoint)
-    assert classifier.views == trained.checkpoint["test_views"] == 4
+    assert classifier.views == trained.checkpoint["test_views"] == 2
     squares = _squares([c for c, _ in _crops(9, 6)])
     mirrored = squares.flip(-1)
     colour = slide_colour(classifier, squares)
@@ -133,6 +134,45 @@ def test_a_checkpoint_from_before_test_time_views_reads_each_cell_once_and_a_tam
     with pytest.raises(ValueError, match="test_views"):
         train_classifier([CellSample(c, k, "S") for c, k in _crops(1, 4)], SCHEME,
                          ClsTrainConfig(**(TINY.to_dict() | {"test_views": 0, "augment": TINY.augment})))
+
+
+def test_test_time_crops_read_each_cell_cut_tighter_as_well(trained):
+    """Each orientation is also read at 80% of the side: what lies in the square's outer ring weighs less."""
+    classifier = classifier_from_checkpoint(trained.checkpoint)
+    assert classifier.crops == tuple(trained.checkpoint["test_crops"]) == (1.0, 0.8)
+    assert classifier.passes == 4
+    squares = _squares([c for c, _ in _crops(9, 6)])
+    ringed = squares.clone()
+    ringed[..., :3, :] = ringed[..., -3:, :] = 0  # a dark neighbour's edge along the top and bottom
+    ringed[..., :, :3] = ringed[..., :, -3:] = 0
+    colour = slide_colour(classifier, squares)
+    tight = classifier_from_checkpoint(trained.checkpoint | {"test_crops": [0.8]})
+    assert np.allclose(predict_squares(tight, squares, colour=colour), predict_squares(tight, ringed, colour=colour),
+                       atol=1e-5)
+    both = predict_squares(classifier, squares, colour=colour), predict_squares(classifier, ringed, colour=colour)
+    assert not np.allclose(*both, atol=1e-5)  # the whole square is still read too
+    probs, _ = predict_and_score(classifier, squares, colour=colour)  # the OOD pass reads the same four views
+    assert np.allclose(probs, both[0], atol=1e-5)
+
+
+def test_a_checkpoint_from_before_test_time_crops_reads_the_square_alone_and_tampered_crops_are_refused(trained):
+    older = {k: v for k, v in trained.checkpoint.items() if k != "test_crops"}
+    assert classifier_from_checkpoint(older).crops == (1.0,)
+    for bad in ([], [1.0, 0.9, 0.8, 0.7, 0.6], [0.1], [1.5], ["0.8"], [True], 0.8, None):
+        with pytest.raises(SchemeError, match="test-time crops"):
+            classifier_from_checkpoint(trained.checkpoint | {"test_crops": bad})
+    with pytest.raises(ValueError, match="test_crops"):
+        train_classifier([CellSample(c, k, "S") for c, k in _crops(1, 4)], SCHEME,
+                         ClsTrainConfig(**(TINY.to_dict() | {"test_crops": (0.2,), "augment": TINY.augment})))
+    assert ClsTrainConfig.from_dict(TINY.to_dict() | {"test_crops": [1.0, 0.8]}).test_crops == (1.0, 0.8)
+
+
+def test_a_central_view_keeps_the_middle_of_the_square_and_enlarges_it():
+    x = torch.zeros(1, 1, 10, 10)
+    x[..., 1:9, 1:9] = 1.0  # bright middle, dark one-pixel ring
+    assert torch.equal(central_view(x, 1.0), x)
+    view = central_view(x, 0.8)
+    assert view.shape == x.shape and torch.allclose(view, torch.ones_like(view))
 
 
 def test_the_eight_views_are_the_eight_orientations_of_a_square():

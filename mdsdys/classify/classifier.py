@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import create_model
@@ -66,6 +67,14 @@ class Classifier:
     # How many orientations of each cell its prediction averages (dihedral_view); 1 for a model trained
     # before test-time views (issue 13), whose predictions stay as they were.
     views: int = 1
+    # At what shares of the square's side it reads each orientation (central_view): (1.0,) reads the
+    # square as given, as every model from before the crops did.
+    crops: tuple[float, ...] = (1.0,)
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per cell: every orientation at every crop."""
+        return self.views * len(self.crops)
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -75,6 +84,9 @@ class Classifier:
 
 # A cell on a smear has no up or down: the first MAX_VIEWS orientations of the square's dihedral group.
 MAX_VIEWS = 8
+# Test-time crops: at most this many, each a share of the side in [MIN_CROP, 1].
+MAX_CROPS = 4
+MIN_CROP = 0.5
 
 
 def dihedral_view(x: torch.Tensor, view: int) -> torch.Tensor:
@@ -86,22 +98,44 @@ def dihedral_view(x: torch.Tensor, view: int) -> torch.Tensor:
     return {0: x, 1: x.flip(-1), 2: x.flip(-2), 3: x.flip(-2, -1)}[view]
 
 
+def central_view(x: torch.Tensor, share: float) -> torch.Tensor:
+    """(B, C, S, S) float -> the central `share` of each square's side, enlarged back to S (1.0: as given)."""
+    side = x.shape[-1]
+    inner = round(side * share)
+    if inner >= side:
+        return x
+    start = (side - inner) // 2
+    return F.interpolate(x[..., start:start + inner, start:start + inner], size=(side, side), mode="bilinear",
+                         align_corners=False)
+
+
+def check_crops(crops: Sequence[float]) -> tuple[float, ...]:
+    """Test-time crops as a tuple, or ValueError: 1 to MAX_CROPS shares of the side in [MIN_CROP, 1]."""
+    values = tuple(crops) if isinstance(crops, (list, tuple)) else ()
+    if not 1 <= len(values) <= MAX_CROPS or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and MIN_CROP <= v <= 1.0 for v in values):
+        raise ValueError(f"test_crops must be 1 to {MAX_CROPS} shares of the side in [{MIN_CROP}, 1]; got {crops!r}.")
+    return tuple(float(v) for v in values)
+
+
 @torch.inference_mode()
 def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer, device: torch.device,
-                   batch_size: int = 256, views: int = 1) -> torch.Tensor:
+                   batch_size: int = 256, views: int = 1, crops: Sequence[float] = (1.0,)) -> torch.Tensor:
     """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode.
 
-    With `views` > 1 each image's logits are the mean over its first `views` orientations
-    (dihedral_view), read one orientation of a chunk after another: a forward hook on the network
-    sees `views` consecutive calls per chunk (classify.ood averages its embeddings the same way).
+    Each image's logits are the mean over its first `views` orientations (dihedral_view), each read
+    at every share of the side in `crops` (central_view), one view of a chunk after another: a
+    forward hook on the network sees views x len(crops) consecutive calls per chunk (classify.ood
+    averages its embeddings the same way).
     """
     net.eval()
     out = []
+    fmt = memory_format(device)
     for chunk in torch.split(images, batch_size):
-        x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=memory_format(device)))
+        x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=fmt))
         with autocast(device):
-            logits = [net(dihedral_view(x, v).contiguous(memory_format=memory_format(device))).float()
-                      for v in range(views)]
+            logits = [net(dihedral_view(central_view(x, share), v).contiguous(memory_format=fmt)).float()
+                      for share in crops for v in range(views)]
         out.append(torch.stack(logits).mean(0).cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
@@ -119,6 +153,10 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
     views = checkpoint.get("test_views", 1)
     if not isinstance(views, int) or not 1 <= views <= MAX_VIEWS:
         raise SchemeError(f"This classifier checkpoint asks for {views!r} test-time views; 1 to {MAX_VIEWS} can be read.")
+    try:
+        crops = check_crops(checkpoint.get("test_crops", (1.0,)))
+    except ValueError as error:
+        raise SchemeError(f"This classifier checkpoint's test-time crops cannot be read: {error}") from None
     colour = checkpoint.get("colour")
     reference = StainFit.from_dict(colour["reference"]) if isinstance(colour, dict) and colour.get("reference") else None
     cam_warning, cam_diffuse = _cam_calibration(checkpoint)
@@ -126,7 +164,8 @@ def classifier_from_checkpoint(checkpoint: dict[str, Any], device: torch.device 
                       Normalizer(tuple(norm["mean"]), tuple(norm["std"])), float(checkpoint["temperature"]),
                       checkpoint.get("version"), device, cam_warning=cam_warning, cam_diffuse=cam_diffuse,
                       stain_reference=reference,
-                      ood=checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None, views=views)
+                      ood=checkpoint.get("ood") if isinstance(checkpoint.get("ood"), dict) else None, views=views,
+                      crops=crops)
 
 
 def _cam_calibration(checkpoint: dict[str, Any]) -> tuple[float | None, bool]:
@@ -166,7 +205,7 @@ def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: i
     """
     squares = normalise_colour(squares, classifier.stain_reference, colour)
     logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size,
-                            classifier.views)
+                            classifier.views, classifier.crops)
     return calibrated(logits, classifier.temperature).astype(np.float32)
 
 

@@ -95,13 +95,14 @@ def embeddings(classifier: Classifier, squares: torch.Tensor, batch_size: int = 
     if len(squares) == 0:
         return np.zeros((0, embedding_head(classifier.net, classifier.arch).in_features))
     with _capture_embeddings(classifier) as kept:
-        forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size, classifier.views)
-    return _view_means(kept, classifier.views)
+        forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size,
+                       classifier.views, classifier.crops)
+    return _view_means(kept, classifier.passes)
 
 
-def _view_means(kept: list[torch.Tensor], views: int) -> np.ndarray:
-    """The hook's per-call features, `views` consecutive calls per chunk -> (N, D) float64, each cell's mean over its views."""
-    chunks = [torch.stack(kept[i:i + views]).mean(0) for i in range(0, len(kept), views)]
+def _view_means(kept: list[torch.Tensor], passes: int) -> np.ndarray:
+    """The hook's per-call features, `passes` consecutive calls per chunk -> (N, D) float64, each cell's mean over its views."""
+    chunks = [torch.stack(kept[i:i + passes]).mean(0) for i in range(0, len(kept), passes)]
     return torch.cat(chunks).flatten(1).double().numpy()
 
 
@@ -228,8 +229,8 @@ def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size:
     inputs = normalise_colour(squares, classifier.stain_reference, colour)
     with _capture_embeddings(classifier) as kept:
         logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size,
-                                classifier.views)
-    features = _view_means(kept, classifier.views)
+                                classifier.views, classifier.crops)
+    features = _view_means(kept, classifier.passes)
     scores = _distances(reference, colour_features(squares), features) / reference["cell_scale"]
     return calibrated(logits, classifier.temperature).astype(np.float32), scores
 
