@@ -134,8 +134,8 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
     for chunk in torch.split(images, batch_size):
         x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=fmt))
         with autocast(device):
-            logits = [net(dihedral_view(central_view(x, share), v).contiguous(memory_format=fmt)).float()
-                      for share in crops for v in range(views)]
+            logits = [net(dihedral_view(cropped, v).contiguous(memory_format=fmt)).float()
+                      for cropped in (central_view(x, share) for share in crops) for v in range(views)]
         out.append(torch.stack(logits).mean(0).cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
