@@ -9,7 +9,7 @@ model is trained with exactly `ClsTrainConfig()` (what `mdsdys train classifier`
 its own inner validation/test split), registered, and run end to end over every cell of the
 slide by `propose_labels` (store read, decode of each cell's stored thumbnail, forward, store
 write); its metrics are computed from the proposals stored for the held-out 20%. The bare forward
-pass of the same model at the same batch size is timed in the same run. Thumbnails are cut at
+pass of the same model, in the same network batches, is timed in the same run. Thumbnails are cut at
 import (its time includes them); a cold run, where propose_labels first cuts every thumbnail from
 the stored cell images as it does for cells stored without one, is timed once too. Then the
 paper's setting (Inception-v3 from scratch, Adam 1e-4, batch 32; 75 px, its minimum input) trains
@@ -51,7 +51,7 @@ from mdsdys.classify.classifier import CellSample, Classifier, predict_proba
 from mdsdys.classify.evaluate import markdown_table
 from mdsdys.classify.proposals import propose_labels, training_samples
 from mdsdys.classify.train import ClsTrainConfig, paper_config, train_classifier
-from mdsdys.compute import memory_format
+from mdsdys.compute import inference_batch, memory_format
 from mdsdys.ingest.importer import files_in_folder, import_cells
 from mdsdys.registry.versions import register_model
 from mdsdys.store import connect
@@ -118,12 +118,14 @@ def train_timed(samples: list[CellSample], scheme, config: ClsTrainConfig):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bare_forward(classifier: Classifier, n: int, batch_size: int) -> float:
+def bare_forward(classifier: Classifier, n: int) -> float:
     """Cells per second through the network alone: pre-normalised tensors in, logits out.
 
-    Each cell costs the model's own forward passes (its test-time views, Classifier.passes), so the
-    end-to-end figure is compared with the network doing the same work.
+    Each cell costs the model's own forward passes (its test-time views, Classifier.passes), in the
+    library's own network batches (compute.inference_batch), so the end-to-end figure is compared with
+    the network doing the same work.
     """
+    batch_size = inference_batch(classifier.device)
     x = torch.randn(batch_size, 3, classifier.input_size, classifier.input_size)
     x = x.to(classifier.device).contiguous(memory_format=memory_format(classifier.device))
     net = classifier.net.eval()
@@ -158,7 +160,7 @@ def throughput(db, slide_id: int, record, classifier: Classifier, batch_size: in
     e2e, forward = 0.0, 0.0
     for _ in range(rounds):
         e2e = max(e2e, end_to_end(db, slide_id, record, classifier, batch_size))
-        forward = max(forward, bare_forward(classifier, n, batch_size))
+        forward = max(forward, bare_forward(classifier, n))
     return e2e, forward, n
 
 
@@ -197,8 +199,7 @@ def run_default(db, home: Path, slide_id: int, cells: dict[int, str], held: set[
             **summarise(report), "report": report}
 
 
-def run_other(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig, batch_size: int,
-              setting: str) -> dict:
+def run_other(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig, setting: str) -> dict:
     """Another setting on the same cells (the paper's, or another architecture); scored with predict_proba."""
     scheme = load_scheme(db, "pbc")
     every = training_samples(db, "pbc", size=config.input_size)
@@ -206,14 +207,14 @@ def run_other(db, cells: dict[int, str], held: set[str], config: ClsTrainConfig,
     test = [s for s in every if cells[s.cell_id] in held]
     result, train_s, cpu_s = train_timed(samples, scheme, config)
     start = time.perf_counter()
-    proba = predict_proba(result.classifier, [s.crop for s in test], batch_size)
+    proba = predict_proba(result.classifier, [s.crop for s in test])
     predict_s = time.perf_counter() - start
     report = stats.classification_report(np.array([scheme.codes.index(s.code) for s in test]), proba, scheme.codes)
     return {"setting": setting, "arch": config.arch, "input": config.input_size, "config": config.to_dict(),
             "train_cells": len(samples), "train_s": train_s, "train_cpu_s": cpu_s, "epochs": len(result.history),
             "best_epoch": result.history[-1].best_epoch, "temperature": result.classifier.temperature,
             "inner_test": result.metrics.get("macro_f1"), "cells_per_s": len(test) / predict_s,
-            "forward_per_s": bare_forward(result.classifier, len(test), batch_size), **summarise(report),
+            "forward_per_s": bare_forward(result.classifier, len(test)), **summarise(report),
             "report": report}
 
 
@@ -232,7 +233,7 @@ def comparison_table(rows: list[dict]) -> str:
                      f"{_f(r['ece'])} | {r['cells_per_s']:.0f} | {r['forward_per_s']:.0f} |")
     lines.append("\ncells/s: the default end to end (store read, thumbnail decode, forward, store write by "
                  "propose_labels); the others through predict_proba on decoded crops. Forward: the network alone, "
-                 "batch 256, as many passes per cell as the model's test-time views.")
+                 "in the library's network batches (64 on a CPU), as many passes per cell as the model's test-time views.")
     cold = [r for r in rows if r.get("cold_cells_per_s")]
     if cold:
         lines.append(f"Default end to end / forward: {cold[0]['forward_ratio']:.2f}. Cold (every thumbnail cut from "
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--paper-minutes", type=float, default=10.0,
                         help="wall-clock cap for the paper's setting (0 skips it)")
-    parser.add_argument("--batch-size", type=int, default=256, help="inference batch (propose_labels' default)")
+    parser.add_argument("--batch-size", type=int, default=256, help="cells read and stored together (propose_labels' default)")
     parser.add_argument("--quick", action="store_true", help="3 short epochs on 40 cells per class")
     parser.add_argument("--compare", nargs="*", default=[], metavar="ARCH",
                         help="also train these architectures with the default recipe")
@@ -277,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [run_default(db, Path(tmp), slide_id, cells, held, config, args.batch_size, args.save_model)]
         for arch in args.compare:
             other = dataclasses.replace(config, arch=arch, epochs=args.compare_epochs or config.epochs)
-            rows.append(run_other(db, cells, held, other, args.batch_size, "recipe"))
+            rows.append(run_other(db, cells, held, other, "recipe"))
         if args.paper_minutes > 0:
-            rows.append(run_other(db, cells, held, paper, args.batch_size, "paper"))
+            rows.append(run_other(db, cells, held, paper, "paper"))
     info["load_after"] = os.getloadavg()[0]
     data = {"folder": str(args.data), "cells": len(cells), "classes": sorted({n.split("/")[0] for n in cells.values()}),
             "train": len(cells) - len(held), "heldout": len(held), "import_s": import_s}

@@ -22,6 +22,7 @@ from mdsdys.imaging.stain import (
     StainFit,
     fit_stain,
     match_densities,
+    normalise_pixels,
     normalise_squares,
 )
 from mdsdys.imaging.thumbnails import image_square
@@ -214,6 +215,16 @@ def test_a_fit_from_before_density_matching_still_normalises_by_its_stains():
     macenko = normalise_squares(cells, old)  # an old fit takes the stain path whatever the reference
     assert np.array_equal(macenko, normalise_squares(cells, fit, dataclasses.replace(REFERENCE, quantiles=None)))
     assert not np.array_equal(macenko, normalise_squares(cells, fit))
+
+
+def test_the_per_channel_lookup_gives_each_pixel_s_own_density_mapping():
+    cells = np.stack([_yellow_and_faint(_cell(seed, code)[0]) for seed in range(6) for code in ("EN", "GN")])
+    cells[0, :4, :4] = [[0, 0, 0], [255, 255, 255], [1, 128, 254], [255, 0, 7]]  # the ends of every channel
+    for fit in (fit_stain(cells), fit_stain(cells[:1])):  # the density match; a white balance alone
+        looked_up = normalise_pixels(cells, fit)
+        each = normalise_pixels(cells.astype(np.float32), fit)  # not uint8: computed pixel by pixel
+        assert looked_up.dtype == each.dtype == np.uint8 and np.array_equal(looked_up, each)
+        assert not np.array_equal(looked_up, cells)
 
 
 def test_a_few_cells_from_a_new_slide_are_drawn_as_often_as_balancing_asks():

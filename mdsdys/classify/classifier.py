@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import create_model
 from mdsdys.classify.inputs import Normalizer, fit_slide_colour, normalise_colour, stack_squares
-from mdsdys.compute import autocast, memory_format, pick_device
+from mdsdys.compute import autocast, inference_batch, memory_format, pick_device
 from mdsdys.errors import SchemeError
 from mdsdys.imaging.stain import StainFit
 from mdsdys.imaging.thumbnails import square_resize
@@ -82,6 +82,8 @@ class Classifier:
         return self.scheme.codes
 
 
+# Cells whose colour is normalised together (its float working copies bound the memory of a large set).
+COLOUR_CHUNK = 256
 # A cell on a smear has no up or down: the first MAX_VIEWS orientations of the square's dihedral group.
 MAX_VIEWS = 8
 # Test-time crops: at most this many, each a share of the side in [MIN_CROP, 1].
@@ -120,9 +122,10 @@ def check_crops(crops: Sequence[float]) -> tuple[float, ...]:
 
 @torch.inference_mode()
 def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer, device: torch.device,
-                   batch_size: int = 256, views: int = 1, crops: Sequence[float] = (1.0,)) -> torch.Tensor:
+                   batch_size: int | None = None, views: int = 1, crops: Sequence[float] = (1.0,)) -> torch.Tensor:
     """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode.
 
+    `batch_size` images go through the network at a time (None: the device's, compute.inference_batch).
     Each image's logits are the mean over its first `views` orientations (dihedral_view), each read
     at every share of the side in `crops` (central_view), one view of a chunk after another: a
     forward hook on the network sees views x len(crops) consecutive calls per chunk (classify.ood
@@ -131,7 +134,7 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
     net.eval()
     out = []
     fmt = memory_format(device)
-    for chunk in torch.split(images, batch_size):
+    for chunk in torch.split(images, batch_size or inference_batch(device)):
         x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=fmt))
         with autocast(device):
             logits = [net(dihedral_view(cropped, v).contiguous(memory_format=fmt)).float()
@@ -197,11 +200,12 @@ def slide_colour(classifier: Classifier, squares: torch.Tensor) -> StainFit | No
     return fit_slide_colour(squares) if classifier.stain_reference is not None else None
 
 
-def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
+def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: int | None = None,
                     colour: StainFit | None = None) -> np.ndarray:
     """(N, 3, S, S) uint8 of one slide at the classifier's input size -> (N, C) calibrated probabilities.
 
     `colour` is the slide's fit (slide_colour); without it the squares given are taken as the slide.
+    `batch_size` images go through the network at a time (None: the device's).
     """
     squares = normalise_colour(squares, classifier.stain_reference, colour)
     logits = forward_logits(classifier.net, squares, classifier.normalizer, classifier.device, batch_size,
@@ -209,7 +213,7 @@ def predict_squares(classifier: Classifier, squares: torch.Tensor, batch_size: i
     return calibrated(logits, classifier.temperature).astype(np.float32)
 
 
-def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_size: int = 256,
+def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_size: int | None = None,
                   colour: StainFit | None = None) -> np.ndarray:
     """Crops of one slide, any size, (h, w, 3) uint8 each -> (N, C) calibrated probabilities, in scheme order.
 
@@ -220,7 +224,7 @@ def predict_proba(classifier: Classifier, crops: Sequence[np.ndarray], batch_siz
     squares = stack_squares([square_resize(c, classifier.input_size) for c in crops])
     colour = colour or slide_colour(classifier, squares)
     return np.concatenate([predict_squares(classifier, chunk, batch_size, colour)
-                           for chunk in torch.split(squares, batch_size)])
+                           for chunk in torch.split(squares, COLOUR_CHUNK)])
 
 
 def check_scheme(classifier: Classifier, scheme: LabelScheme, slide: str) -> None:

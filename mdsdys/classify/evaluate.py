@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from mdsdys import stats
-from mdsdys.classify.classifier import Classifier, predict_squares, slide_colour
+from mdsdys.classify.classifier import Classifier, slide_colour
 from mdsdys.classify.inputs import stack_squares
-from mdsdys.classify.ood import score_cells, slide_ood
+from mdsdys.classify.ood import predict_and_score, slide_ood
 from mdsdys.errors import ImportProblemError, SchemeError
 from mdsdys.imaging.decode import IMAGE_SUFFIXES
 from mdsdys.imaging.thumbnails import image_square
@@ -58,7 +58,7 @@ def folder_squares(classifier: Classifier, folder: Path) -> tuple[torch.Tensor, 
     return stack_squares(squares), np.array(truth), skipped
 
 
-def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 256) -> dict[str, Any]:
+def evaluate_classifier(classifier: Classifier, folder: Path) -> dict[str, Any]:
     """macro_f1, accuracy, confusion, Table 3 per_class, calibration and ROC points on a folder of class folders.
 
     Each image is cut around its nucleus, as import cuts it, whatever its size (a 120 px crop or a
@@ -66,9 +66,8 @@ def evaluate_classifier(classifier: Classifier, folder: Path, batch_size: int = 
     """
     batch, y, skipped = folder_squares(classifier, folder)
     colour = slide_colour(classifier, batch)
-    proba = np.concatenate([predict_squares(classifier, chunk, batch_size, colour)
-                            for chunk in torch.split(batch, batch_size)])
-    shift = slide_ood(score_cells(classifier, batch, batch_size, colour), classifier.ood)
+    proba, scores = predict_and_score(classifier, batch, colour=colour)  # one pass through the network
+    shift = slide_ood(scores, classifier.ood)
     report = stats.classification_report(y, proba, classifier.codes)
     report |= {"model": classifier.version, "folder": str(folder), "skipped": skipped,
                "ood": {"score": shift.score, "threshold": shift.threshold, "flagged": shift.flagged},

@@ -90,7 +90,7 @@ def _capture_embeddings(classifier: Classifier) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def embeddings(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def embeddings(classifier: Classifier, squares: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
     """(N, 3, S, S) uint8 -> (N, D) float64 penultimate features, through the model's own prediction path."""
     if len(squares) == 0:
         return np.zeros((0, embedding_head(classifier.net, classifier.arch).in_features))
@@ -204,7 +204,7 @@ def _slide_threshold(scores: np.ndarray, groups: Sequence[str] | None,
                               "validation_slides": by_group, "validation_median": float(np.median(scores))}
 
 
-def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
+def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int | None = None,
                 colour: StainFit | None = None) -> np.ndarray:
     """(N,) float64 per-cell scores (1 = the validation 95th percentile); NaN when the model has no reference.
 
@@ -216,7 +216,7 @@ def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int =
     return predict_and_score(classifier, squares, batch_size, colour)[1]
 
 
-def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size: int = 256,
+def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size: int | None = None,
                       colour: StainFit | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((N, C) calibrated probabilities, (N,) OOD scores) of one slide's raw squares, in one pass through the network.
 

@@ -191,7 +191,9 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
 
     Uses the active classifier of the slide's scheme unless `model_record` is given (`classifier`
     may pass that model already loaded). unread_only touches only cells no one has read (issue 6).
-    While one chunk runs through the network, the next one is decoded on a helper thread.
+    `batch_size` cells are read, decoded and stored together (the network reads each chunk in the
+    device's own batches, compute.inference_batch); while one chunk runs through the network, the next
+    one is decoded on a helper thread.
     """
     slide = get_slide(db, slide_id)
     cells = _cells_to_propose(db, slide_id, unread_only)
@@ -209,7 +211,7 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
             ids, squares = pending.result()
             if k + 1 < len(chunks):
                 pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
-            probs, ood = predict_and_score(classifier, squares, batch_size, colour)  # (B, C), (B,) NaN: no reference
+            probs, ood = predict_and_score(classifier, squares, colour=colour)  # (B, C), (B,) NaN: no reference
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
                                                    for cid, p in zip(ids, probs)}, dict(zip(ids, ood.tolist())))
             if progress is not None:

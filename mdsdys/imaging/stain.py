@@ -265,11 +265,29 @@ def _anchor_index(anchors: tuple[float, ...] | None) -> np.ndarray:
 
 def normalise_pixels(pixels: np.ndarray, fit: StainFit, reference: StainFit = REFERENCE) -> np.ndarray:
     """(..., 3) uint8 of a slide fitted by `fit` -> (..., 3) uint8 in the reference's white and stains."""
+    if pixels.dtype == np.uint8 and _per_channel(fit, reference):
+        # Each channel's new value depends on its old one alone: map its 256 levels once, then look
+        # every pixel up (the same numbers, ~10x faster than computing each pixel's density).
+        table = _normalise(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1), fit, reference)
+        out = np.empty_like(pixels)
+        for c in range(3):
+            out[..., c] = table[:, c][pixels[..., c]]
+        return out
+    return _normalise(pixels, fit, reference)
+
+
+def _per_channel(fit: StainFit, reference: StainFit) -> bool:
+    """Whether the mapping treats each colour channel alone (a white balance, the density match), not Macenko's."""
+    return fit.white_only or (fit.quantiles is not None and reference.quantiles is not None)
+
+
+def _normalise(pixels: np.ndarray, fit: StainFit, reference: StainFit) -> np.ndarray:
+    """normalise_pixels computed pixel by pixel."""
     shape = pixels.shape
     od = optical_density(pixels.reshape(-1, 3).astype(np.float32), np.array(fit.white, np.float32))
     if fit.white_only:
         mapped = od
-    elif fit.quantiles is not None and reference.quantiles is not None:
+    elif _per_channel(fit, reference):
         mapped = match_densities(od, fit, reference)
     else:  # Macenko: fits or references from before the quantiles were kept
         concentrations = _densities(od, np.array(fit.stains, np.float32))
