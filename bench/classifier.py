@@ -51,7 +51,7 @@ from mdsdys.classify.classifier import CellSample, Classifier, predict_proba
 from mdsdys.classify.evaluate import markdown_table
 from mdsdys.classify.proposals import propose_labels, training_samples
 from mdsdys.classify.train import ClsTrainConfig, paper_config, train_classifier
-from mdsdys.compute import inference_batch, memory_format
+from mdsdys.compute import cpu_bf16, inference_autocast, inference_batch, memory_format
 from mdsdys.ingest.importer import files_in_folder, import_cells
 from mdsdys.registry.versions import register_model
 from mdsdys.store import connect
@@ -71,6 +71,7 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cuda": torch.cuda.is_available(),
+            "cpu_bf16": cpu_bf16(),  # cells read under bf16 autocast on this CPU (compute.inference_autocast)
             "python": platform.python_version(), "load_before": os.getloadavg()[0]}
 
 
@@ -122,14 +123,14 @@ def bare_forward(classifier: Classifier, n: int) -> float:
     """Cells per second through the network alone: pre-normalised tensors in, logits out.
 
     Each cell costs the model's own forward passes (its test-time views, Classifier.passes), in the
-    library's own network batches (compute.inference_batch), so the end-to-end figure is compared with
+    library's own network batches and precision (compute.inference_batch, inference_autocast), so the end-to-end figure is compared with
     the network doing the same work.
     """
     batch_size = inference_batch(classifier.device)
     x = torch.randn(batch_size, 3, classifier.input_size, classifier.input_size)
     x = x.to(classifier.device).contiguous(memory_format=memory_format(classifier.device))
     net = classifier.net.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_autocast(classifier.device):
         net(x)  # warm-up: oneDNN builds its kernels on the first call
         start = time.perf_counter()
         for _ in range(max(1, n // batch_size) * classifier.passes):
@@ -233,7 +234,7 @@ def comparison_table(rows: list[dict]) -> str:
                      f"{_f(r['ece'])} | {r['cells_per_s']:.0f} | {r['forward_per_s']:.0f} |")
     lines.append("\ncells/s: the default end to end (store read, thumbnail decode, forward, store write by "
                  "propose_labels); the others through predict_proba on decoded crops. Forward: the network alone, "
-                 "in the library's network batches (64 on a CPU), as many passes per cell as the model's test-time views.")
+                 "in the library's network batches (64 on a CPU) and precision, as many passes per cell as the model's test-time views.")
     cold = [r for r in rows if r.get("cold_cells_per_s")]
     if cold:
         lines.append(f"Default end to end / forward: {cold[0]['forward_ratio']:.2f}. Cold (every thumbnail cut from "

@@ -18,6 +18,7 @@ from mdsdys.classify.archs import ARCHITECTURES, create_model, get_arch
 from mdsdys.classify.classifier import (
     CellSample,
     classifier_from_checkpoint,
+    forward_logits,
     load_classifier,
     predict_proba,
 )
@@ -574,3 +575,27 @@ def test_inference_normalises_uint8_as_training_does():
     fast = normalizer.from_uint8(images.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(fast, normalizer(images.float() / 255), atol=1e-5)
     assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_cpu_with_bf16_reads_cells_in_bf16_and_mdsdys_cpu_bf16_0_keeps_fp32(monkeypatch):
+    from mdsdys import compute
+    from mdsdys.classify.inputs import Normalizer
+
+    torch.manual_seed(0)
+    net = create_model("cellnet_gn", 3).eval()
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    normalizer, cpu = Normalizer((0.5,) * 3, (0.25,) * 3), torch.device("cpu")
+    with torch.inference_mode():
+        exact = net(normalizer.from_uint8(images))
+    monkeypatch.setattr(compute, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setenv("MDSDYS_CPU_BF16", "0")
+    assert not compute.cpu_bf16()
+    assert torch.allclose(forward_logits(net, images, normalizer, cpu, batch_size=4), exact, atol=1e-5)
+    monkeypatch.setenv("MDSDYS_CPU_BF16", "1")
+    assert compute.cpu_bf16()
+    fast = forward_logits(net, images, normalizer, cpu, batch_size=4)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)  # bf16 really ran
+    assert torch.allclose(fast, exact, atol=0.05 * float(exact.abs().max()))
+    monkeypatch.setattr(compute, "_cpu_has_bf16", lambda: False)  # no bf16 instructions: fp32 whatever the variable
+    assert torch.allclose(forward_logits(net, images, normalizer, cpu), exact, atol=1e-5)
+    assert compute.inference_batch(cpu) == 64 and compute.inference_batch(torch.device("cuda")) == 256

@@ -89,6 +89,24 @@ def test_blur_raises_the_colour_part():
     assert (soft < sharp).all()
 
 
+
+def test_colour_features_read_the_darkest_and_brightest_pixels_whatever_their_order():
+    rng = np.random.default_rng(0)
+    levels = rng.permutation(256).astype(np.uint8).reshape(16, 16)  # grey pixels, no two alike
+    tinted = np.stack([levels, levels, (levels * 0.9).astype(np.uint8)])  # (3, 16, 16)
+    features = colour_features(torch.from_numpy(tinted[None]))[0]
+    order = np.argsort(tinted.reshape(3, -1).sum(0).astype(int))
+    density = -np.log((tinted.reshape(3, -1).astype(float) + 1) / 256)
+    assert np.allclose(features[:3], density[:, order[:76]].mean(1))  # the darkest 30% of 256 pixels
+    white = tinted.reshape(3, -1)[:, order[-51:]].mean(1) + 1  # the brightest 20%
+    assert np.allclose(features[6:9], [np.log(white[0] / white[1]), np.log(white[2] / white[1]), np.log(white.mean())])
+    noisy = rng.integers(90, 110, (4, 3, 24, 24), dtype=np.uint8)  # many pixels tied on each grey level
+    shuffled = noisy.reshape(4, 3, -1)[:, :, rng.permutation(24 * 24)].reshape(noisy.shape)
+    a, b = colour_features(torch.from_numpy(noisy)), colour_features(torch.from_numpy(shuffled))
+    assert np.allclose(a[:, :9], b[:, :9], atol=1e-12) and not np.allclose(a[:, 9], b[:, 9])  # sharpness is spatial
+    with pytest.raises(ValueError, match="uint8"):
+        colour_features(torch.zeros((1, 3, 8, 8)))
+
 def test_a_model_without_a_reference_gives_unknown_never_a_crash(trained):
     checkpoint = {k: v for k, v in trained.checkpoint.items() if k != "ood"}
     classifier = classifier_from_checkpoint(checkpoint)

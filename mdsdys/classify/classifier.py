@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from mdsdys.checkpoints import load_checkpoint
 from mdsdys.classify.archs import create_model
 from mdsdys.classify.inputs import Normalizer, fit_slide_colour, normalise_colour, stack_squares
-from mdsdys.compute import autocast, inference_batch, memory_format, pick_device
+from mdsdys.compute import inference_autocast, inference_batch, memory_format, pick_device
 from mdsdys.errors import SchemeError
 from mdsdys.imaging.stain import StainFit
 from mdsdys.imaging.thumbnails import square_resize
@@ -125,8 +125,8 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
                    batch_size: int | None = None, views: int = 1, crops: Sequence[float] = (1.0,)) -> torch.Tensor:
     """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode.
 
-    `batch_size` images go through the network at a time (None: the device's, compute.inference_batch).
-    Each image's logits are the mean over its first `views` orientations (dihedral_view), each read
+    `batch_size` images go through the network at a time (None: the device's, compute.inference_batch),
+    in the device's inference precision (compute.inference_autocast). Each image's logits are the mean over its first `views` orientations (dihedral_view), each read
     at every share of the side in `crops` (central_view), one view of a chunk after another: a
     forward hook on the network sees views x len(crops) consecutive calls per chunk (classify.ood
     averages its embeddings the same way).
@@ -136,7 +136,7 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
     fmt = memory_format(device)
     for chunk in torch.split(images, batch_size or inference_batch(device)):
         x = normalizer.from_uint8(chunk.to(device).contiguous(memory_format=fmt))
-        with autocast(device):
+        with inference_autocast(device):
             logits = [net(dihedral_view(cropped, v).contiguous(memory_format=fmt)).float()
                       for cropped in (central_view(x, share) for share in crops) for v in range(views)]
         out.append(torch.stack(logits).mean(0).cpu())

@@ -58,24 +58,50 @@ class SlideOOD:
 
 def colour_features(squares: torch.Tensor, chunk: int = 512) -> np.ndarray:
     """(N, 3, S, S) uint8 -> (N, 10) float64: foreground OD per channel, OD std per channel,
-    background white point (log r/g, log b/g, brightness) and log sharpness (mean |Laplacian| of grey)."""
-    out = [_colour_chunk(squares[i:i + chunk].numpy().astype(np.float64)) for i in range(0, len(squares), chunk)]
+    background white point (log r/g, log b/g, brightness) and log sharpness (mean |Laplacian| of grey).
+
+    The foreground is each image's darkest 30% of pixels by grey level, the background its brightest
+    20%; pixels tied at the edge of either share in it equally.
+    """
+    if squares.dtype != torch.uint8:
+        raise ValueError(f"colour_features reads uint8 squares, got {squares.dtype}.")
+    out = [_colour_chunk(squares[i:i + chunk].numpy()) for i in range(0, len(squares), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 10))
 
 
+_LEVELS = 3 * 255 + 1                                   # grey levels as r + g + b of a uint8 pixel
+_DENSITY = -np.log((np.arange(256) + 1.0) / 256.0)      # optical density of each uint8 intensity
+
+
 def _colour_chunk(x: np.ndarray) -> np.ndarray:
-    n = len(x)
-    od = -np.log((x + 1.0) / 256.0).reshape(n, 3, -1)            # (n, 3, P)
-    grey = x.mean(axis=1)                                          # (n, S, S)
-    order = np.argsort(grey.reshape(n, -1), axis=1)
-    p = order.shape[1]
-    dark, bright = order[:, : max(1, p * 3 // 10)], order[:, -max(1, p // 5):]
-    fg = np.take_along_axis(od, dark[:, None, :], axis=2).mean(axis=2)                  # (n, 3)
-    white = np.take_along_axis(x.reshape(n, 3, -1), bright[:, None, :], axis=2).mean(axis=2) + 1.0  # (n, 3)
+    n, _, height, width = x.shape
+    flat = x.reshape(n, 3, height * width)
+    od = _DENSITY[flat]                                            # (n, 3, P)
+    levels = flat.sum(axis=1, dtype=np.int64)                      # (n, P) grey x 3
+    p = levels.shape[1]
+    fg = _lowest_means(levels, od, max(1, p * 3 // 10))            # (n, 3)
+    white = _lowest_means(_LEVELS - 1 - levels, flat.astype(np.float64), max(1, p // 5)) + 1.0  # (n, 3)
+    grey = levels.reshape(n, height, width) / 3.0
     lap = 4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:]
     sharp = np.log(np.abs(lap).mean(axis=(1, 2)) + 1.0)
     return np.column_stack([fg, od.std(axis=2), np.log(white[:, 0] / white[:, 1]), np.log(white[:, 2] / white[:, 1]),
                             np.log(white.mean(axis=1)), sharp])
+
+
+def _lowest_means(levels: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """(n, P) int levels in [0, _LEVELS), (n, C, P) values -> (n, C): each image's mean value over its k lowest levels.
+
+    Counted per level (a histogram, no sort): the pixels of the level that crosses k each count by the
+    share of them that fits, so the result does not depend on an order among ties.
+    """
+    n = len(levels)
+    counts = np.bincount((levels + _LEVELS * np.arange(n)[:, None]).ravel(), minlength=n * _LEVELS).reshape(n, _LEVELS)
+    below = counts.cumsum(axis=1)
+    edge = (below >= k).argmax(axis=1)[:, None]                    # (n, 1) the level that crosses k
+    crossing = np.take_along_axis(counts, edge, axis=1)
+    share = (k - (np.take_along_axis(below, edge, axis=1) - crossing)) / crossing
+    weights = (levels < edge) + share * (levels == edge)           # (n, P): 1 below the edge, the share on it
+    return np.matmul(values, weights[:, :, None])[:, :, 0] / k
 
 
 @contextmanager
@@ -217,11 +243,13 @@ def score_cells(classifier: Classifier, squares: torch.Tensor, batch_size: int |
 
 
 def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size: int | None = None,
-                      colour: StainFit | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      colour: StainFit | None = None, colour_stats: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """((N, C) calibrated probabilities, (N,) OOD scores) of one slide's raw squares, in one pass through the network.
 
     What predict_squares and score_cells give, with the colour normalised once and each cell read
-    once: the proposals' hot path (propose_labels).
+    once: the proposals' hot path (propose_labels). `colour_stats` are the squares' colour_features when
+    they are at hand already (propose_labels computes them on its decoding thread).
     """
     reference = classifier.ood
     if not reference or len(squares) == 0:
@@ -231,7 +259,8 @@ def predict_and_score(classifier: Classifier, squares: torch.Tensor, batch_size:
         logits = forward_logits(classifier.net, inputs, classifier.normalizer, classifier.device, batch_size,
                                 classifier.views, classifier.crops)
     features = _view_means(kept, classifier.passes)
-    scores = _distances(reference, colour_features(squares), features) / reference["cell_scale"]
+    stats = colour_features(squares) if colour_stats is None else colour_stats
+    scores = _distances(reference, stats, features) / reference["cell_scale"]
     return calibrated(logits, classifier.temperature).astype(np.float32), scores
 
 

@@ -20,7 +20,7 @@ from mdsdys.classify.classifier import (
     slide_colour,
 )
 from mdsdys.classify.inputs import SLIDE_FIT_CELLS, stack_squares
-from mdsdys.classify.ood import SlideOOD, predict_and_score, slide_ood
+from mdsdys.classify.ood import SlideOOD, colour_features, predict_and_score, slide_ood
 from mdsdys.errors import NoCellsError, NotFoundError
 from mdsdys.imaging.decode import read_rgb
 from mdsdys.imaging.stain import StainFit
@@ -111,10 +111,15 @@ def decode_sources(sources: Sequence[Source], size: int | None) -> tuple[list[in
     return ids, squares
 
 
-def _decode_batch(sources: Sequence[Source], size: int) -> tuple[list[int], torch.Tensor]:
-    """(cell ids, (B, 3, S, S) uint8) for one chunk of proposals; runs on the helper thread (PIL releases the GIL)."""
+def _decode_batch(sources: Sequence[Source], size: int,
+                  with_colour: bool) -> tuple[list[int], torch.Tensor, np.ndarray | None]:
+    """(cell ids, (B, 3, S, S) uint8, (B, 10) their ood.colour_features if asked) for one chunk of proposals.
+
+    Runs on the helper thread while the network reads the chunk before (PIL and most of numpy release the GIL).
+    """
     ids, squares = decode_sources(sources, size)
-    return ids, stack_squares(squares)
+    batch = stack_squares(squares)
+    return ids, batch, colour_features(batch) if with_colour else None
 
 
 def training_samples(db: Database, scheme_name: str, size: int | None = None,
@@ -204,14 +209,16 @@ def propose_labels(db: Database, slide_id: int, model_record: ModelRecord | None
     chunks = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
     size, done = classifier.input_size, 0
     colour = slide_colour_fit(db, classifier, slide_id, None if unread_only else cells)
+    scored = bool(classifier.ood)  # the model has an OOD reference: each cell's colour statistics are needed
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Store reads stay on this thread; the helper decodes the next chunk while this one runs.
-        pending = pool.submit(_decode_batch, cell_sources(db, chunks[0], size), size) if chunks else None
+        pending = pool.submit(_decode_batch, cell_sources(db, chunks[0], size), size, scored) if chunks else None
         for k in range(len(chunks)):
-            ids, squares = pending.result()
+            ids, squares, colour_stats = pending.result()
             if k + 1 < len(chunks):
-                pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size)
-            probs, ood = predict_and_score(classifier, squares, colour=colour)  # (B, C), (B,) NaN: no reference
+                pending = pool.submit(_decode_batch, cell_sources(db, chunks[k + 1], size), size, scored)
+            probs, ood = predict_and_score(classifier, squares, colour=colour,  # (B, C), (B,) NaN: no reference
+                                           colour_stats=colour_stats)
             done += save_proposals(db, record.id, {cid: dict(zip(classifier.codes, p.tolist()))
                                                    for cid, p in zip(ids, probs)}, dict(zip(ids, ood.tolist())))
             if progress is not None:
