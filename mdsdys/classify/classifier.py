@@ -126,10 +126,10 @@ def forward_logits(net: nn.Module, images: torch.Tensor, normalizer: Normalizer,
     """(N, 3, S, S) uint8 images -> (N, C) float32 logits on the CPU, the network in eval mode.
 
     `batch_size` images go through the network at a time (None: the device's, compute.inference_batch),
-    in the device's inference precision (compute.inference_autocast). Each image's logits are the mean over its first `views` orientations (dihedral_view), each read
-    at every share of the side in `crops` (central_view), one view of a chunk after another: a
-    forward hook on the network sees views x len(crops) consecutive calls per chunk (classify.ood
-    averages its embeddings the same way).
+    in the device's inference precision (compute.inference_autocast). Each image's logits are the mean
+    over its first `views` orientations (dihedral_view), each read at every share of the side in
+    `crops` (central_view), one view of a chunk after another: a forward hook on the network sees
+    views x len(crops) consecutive calls per chunk (classify.ood averages its embeddings the same way).
     """
     net.eval()
     out = []
