@@ -34,7 +34,7 @@ def trained(db, home):
     # these tests are about a cell it looks at, so take the first such cell.
     cell = next(c for c in list_cells(db, slide.id)
                 if math.isfinite(explain.cell_grad_cam(db, reader, c.id).outside_fraction))
-    explain._slide_warnings.clear()  # the probe calibrated the slide; each test calibrates it under its own settings
+    explain.forget_slide_calibrations()  # the probe calibrated the slide; each test calibrates it under its own settings
     return reader, slide, cell
 
 

@@ -120,6 +120,11 @@ def _slide_colour(db: Database, classifier: Classifier, slide_id: int) -> StainF
     return _slide_colours[key]
 
 
+def forget_slide_calibrations() -> None:
+    """Drop the Grad-CAM warning calibrations made on slides' cells (warning_threshold); the next use makes them again."""
+    _slide_warnings.clear()
+
+
 def warning_threshold(db: Database, classifier: Classifier, slide_id: int) -> tuple[dict[str, Any], str]:
     """(calibration, the cells it comes from): the model's own, else one on this slide's cells.
 
