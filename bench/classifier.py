@@ -9,7 +9,7 @@ model is trained with exactly `ClsTrainConfig()` (what `mdsdys train classifier`
 its own inner validation/test split), registered, and run end to end over every cell of the
 slide by `propose_labels` (store read, decode of each cell's stored thumbnail, forward, store
 write); its metrics are computed from the proposals stored for the held-out 20%. The bare forward
-pass of the same model, in the same network batches, is timed in the same run. Thumbnails are cut at
+pass of the same model, in the same network batches and precision, is timed in the same run. Thumbnails are cut at
 import (its time includes them); a cold run, where propose_labels first cuts every thumbnail from
 the stored cell images as it does for cells stored without one, is timed once too. Then the
 paper's setting (Inception-v3 from scratch, Adam 1e-4, batch 32; 75 px, its minimum input) trains
@@ -123,8 +123,8 @@ def bare_forward(classifier: Classifier, n: int) -> float:
     """Cells per second through the network alone: pre-normalised tensors in, logits out.
 
     Each cell costs the model's own forward passes (its test-time views, Classifier.passes), in the
-    library's own network batches and precision (compute.inference_batch, inference_autocast), so the end-to-end figure is compared with
-    the network doing the same work.
+    library's own network batches and precision (compute.inference_batch, inference_autocast), so the
+    end-to-end figure is compared with the network doing the same work.
     """
     batch_size = inference_batch(classifier.device)
     x = torch.randn(batch_size, 3, classifier.input_size, classifier.input_size)
@@ -234,7 +234,8 @@ def comparison_table(rows: list[dict]) -> str:
                      f"{_f(r['ece'])} | {r['cells_per_s']:.0f} | {r['forward_per_s']:.0f} |")
     lines.append("\ncells/s: the default end to end (store read, thumbnail decode, forward, store write by "
                  "propose_labels); the others through predict_proba on decoded crops. Forward: the network alone, "
-                 "in the library's network batches (64 on a CPU) and precision, as many passes per cell as the model's test-time views.")
+                 "in the library's network batches (64 on a CPU) and precision, as many passes per cell as the "
+                 "model's test-time views.")
     cold = [r for r in rows if r.get("cold_cells_per_s")]
     if cold:
         lines.append(f"Default end to end / forward: {cold[0]['forward_ratio']:.2f}. Cold (every thumbnail cut from "
